@@ -1,0 +1,60 @@
+//! A fingerprint of the files that define a model's embeddings: if any of
+//! them changes, vectors made before are no longer comparable.
+
+use super::error::{EngineError, EngineResult};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// SHA-256 over each file's name and content, in the given order; the first
+/// 16 bytes in hex. Missing optional files contribute their name only.
+pub fn fingerprint(folder: &Path, files: &[&Path]) -> EngineResult<String> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for file in files {
+        let rel = file.strip_prefix(folder).unwrap_or(file);
+        hasher.update(rel.to_string_lossy().as_bytes());
+        hasher.update([0u8]);
+        let mut f = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(EngineError::files(format!(
+                    "cannot read {}: {e}",
+                    file.display()
+                )))
+            }
+        };
+        loop {
+            let n = f
+                .read(&mut buffer)
+                .map_err(|e| EngineError::files(format!("cannot read {}: {e}", file.display())))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+    }
+    Ok(hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_with_content_and_is_stable() {
+        let dir = std::env::temp_dir().join(format!("inf_ir_fp_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.bin");
+        std::fs::write(&a, b"one").unwrap();
+        let f1 = fingerprint(&dir, &[&a]).unwrap();
+        assert_eq!(f1, fingerprint(&dir, &[&a]).unwrap());
+        assert_eq!(f1.len(), 32);
+        std::fs::write(&a, b"two").unwrap();
+        assert_ne!(f1, fingerprint(&dir, &[&a]).unwrap());
+    }
+}

@@ -1,0 +1,72 @@
+//! Models loaded in this backend, keyed by name and checked against the
+//! registry row on every use, so a re-registration or a changed file is
+//! noticed at once. (A later issue moves models into one shared worker.)
+
+use super::errors::{raise, raise_with, OrRaise};
+use super::gucs;
+use super::registry::{compute_fingerprint, ModelRow};
+use crate::engine::{EmbeddingModel, EngineError, RuntimeOptions};
+use parking_lot::Mutex;
+use pgrx::PgSqlErrorCode;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Cached {
+    row: ModelRow,
+    runtime: RuntimeOptions,
+    model: Arc<EmbeddingModel>,
+}
+
+static CACHE: Mutex<Option<HashMap<String, Cached>>> = Mutex::new(None);
+
+fn runtime_options() -> RuntimeOptions {
+    let library = gucs::onnxruntime_library().unwrap_or_else(|| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            "inf_ir.onnxruntime_library is not set",
+            "a superuser sets it to libonnxruntime.so.1.31.x, e.g. ALTER SYSTEM SET inf_ir.onnxruntime_library = \
+             '/var/lib/inf_ir/onnxruntime/libonnxruntime.so.1.31.1' (scripts/setup.sh installs it)",
+        )
+    });
+    RuntimeOptions {
+        library,
+        intra_threads: gucs::threads(),
+    }
+}
+
+/// The loaded model for `row`, loading it if this backend has none that matches.
+pub fn get(row: &ModelRow) -> Arc<EmbeddingModel> {
+    let runtime = runtime_options();
+    if let Some(cached) = CACHE.lock().as_ref().and_then(|c| c.get(&row.spec.name)) {
+        if cached.row == *row && cached.runtime == runtime {
+            return cached.model.clone();
+        }
+    }
+    load_checked(row)
+}
+
+/// Load `row`'s model after checking its files still match the fingerprint.
+pub fn load_checked(row: &ModelRow) -> Arc<EmbeddingModel> {
+    let runtime = runtime_options();
+    let now =
+        compute_fingerprint(&row.folder, &row.spec.onnx_file, &row.spec.tokenizer_file).or_raise();
+    if now != row.fingerprint {
+        raise(
+            EngineError::files(format!(
+                "the files of model \"{}\" changed since it was registered (fingerprint {} is now {now})",
+                row.spec.name, row.fingerprint
+            ))
+            .with_hint("vectors made before are not comparable: re-register it with inf_register_model(), then re-embed"),
+        );
+    }
+    let model = Arc::new(EmbeddingModel::load(row.spec.clone(), &runtime).or_raise());
+    CACHE.lock().get_or_insert_with(HashMap::new).insert(
+        row.spec.name.clone(),
+        Cached {
+            row: row.clone(),
+            runtime,
+            model: model.clone(),
+        },
+    );
+    model
+}
