@@ -17,9 +17,7 @@ pub fn plan_batches(lengths: &[usize], token_budget: usize, max_rows: usize) -> 
     for i in order {
         let len = lengths[i].max(1);
         let widest = longest.max(len);
-        if !current.is_empty()
-            && ((current.len() + 1) * widest > token_budget || current.len() >= max_rows)
-        {
+        if !current.is_empty() && ((current.len() + 1) * widest > token_budget || current.len() >= max_rows) {
             batches.push(std::mem::take(&mut current));
             longest = 0;
         }
@@ -45,10 +43,7 @@ mod tests {
         assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
         for batch in &plan {
             let longest = batch.iter().map(|&i| lengths[i]).max().unwrap();
-            assert!(
-                batch.len() == 1 || batch.len() * longest <= 512,
-                "{batch:?}"
-            );
+            assert!(batch.len() == 1 || batch.len() * longest <= 512, "{batch:?}");
         }
     }
 
@@ -56,10 +51,7 @@ mod tests {
     fn sorted_longest_first_and_row_cap() {
         let lengths = vec![10; 100];
         let plan = plan_batches(&lengths, 1_000_000, 32);
-        assert_eq!(
-            plan.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![32, 32, 32, 4]
-        );
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), vec![32, 32, 32, 4]);
         let plan = plan_batches(&[3, 9, 5], 100, 8);
         assert_eq!(plan, vec![vec![1, 2, 0]]);
     }

@@ -18,12 +18,7 @@ pub fn fingerprint(folder: &Path, files: &[&Path]) -> EngineResult<String> {
         let mut f = match std::fs::File::open(file) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(EngineError::files(format!(
-                    "cannot read {}: {e}",
-                    file.display()
-                )))
-            }
+            Err(e) => return Err(EngineError::files(format!("cannot read {}: {e}", file.display()))),
         };
         loop {
             let n = f
@@ -35,10 +30,7 @@ pub fn fingerprint(folder: &Path, files: &[&Path]) -> EngineResult<String> {
             hasher.update(&buffer[..n]);
         }
     }
-    Ok(hasher.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

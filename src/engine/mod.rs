@@ -13,7 +13,6 @@ pub mod tokenize;
 
 pub use error::{EngineError, EngineResult, ErrorKind};
 pub use model::{
-    BatchOptions, EmbedInput, Embedder, EmbeddingModel, Interrupt, ModelSpec, NeverInterrupt,
-    RuntimeOptions,
+    BatchOptions, EmbedInput, Embedder, EmbeddingModel, Interrupt, ModelSpec, NeverInterrupt, RuntimeOptions,
 };
 pub use pooling::Pooling;

@@ -116,13 +116,10 @@ impl EmbeddingModel {
         let encoder = TextEncoder::load(&spec.tokenizer_file, spec.max_tokens)?;
         let environment = runtime::environment(&runtime.library)?;
         if !spec.onnx_file.is_file() {
-            return Err(EngineError::files(format!(
-                "model file {} not found",
-                spec.onnx_file.display()
-            ))
-            .with_hint(
-                "re-run scripts/setup.sh, or re-register the model with inf_register_model()",
-            ));
+            return Err(
+                EngineError::files(format!("model file {} not found", spec.onnx_file.display()))
+                    .with_hint("re-run scripts/setup.sh, or re-register the model with inf_register_model()"),
+            );
         }
         let build = || -> Result<Session, String> {
             Session::builder(environment)
@@ -135,9 +132,10 @@ impl EmbeddingModel {
                 .map_err(|e| e.to_string())
         };
         let session = build().map_err(|e| {
-                EngineError::files(format!("ONNX Runtime cannot load {}: {e}", spec.onnx_file.display()))
-                    .with_hint("the file may be truncated or not an ONNX model; re-export it with scripts/export_bert_onnx.py --force")
-            })?;
+            EngineError::files(format!("ONNX Runtime cannot load {}: {e}", spec.onnx_file.display())).with_hint(
+                "the file may be truncated or not an ONNX model; re-export it with scripts/export_bert_onnx.py --force",
+            )
+        })?;
         let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for needed in ["input_ids", "attention_mask"] {
             if !input_names.contains(&needed) {
@@ -167,8 +165,7 @@ impl EmbeddingModel {
         match *input {
             EmbedInput::Passage(text) => {
                 let text = self.encoder.precut(text)?;
-                self.encoder
-                    .encode_passage(&self.passage_template.render_passage(text))
+                self.encoder.encode_passage(&self.passage_template.render_passage(text))
             }
             EmbedInput::Query { instruction, query } => {
                 let query = self.encoder.precut(query)?;
@@ -180,11 +177,7 @@ impl EmbeddingModel {
     }
 
     /// Run one batch and write pooled, normalised vectors into `out`.
-    fn run_batch(
-        &self,
-        texts: &[&TokenizedText],
-        interrupt: Option<&dyn Interrupt>,
-    ) -> EngineResult<Vec<Vec<f32>>> {
+    fn run_batch(&self, texts: &[&TokenizedText], interrupt: Option<&dyn Interrupt>) -> EngineResult<Vec<Vec<f32>>> {
         let rows = texts.len();
         let width = texts.iter().map(|t| t.len()).max().unwrap_or(1).max(1);
         let mut ids = Array2::<i64>::from_elem((rows, width), self.spec.pad_token_id as i64);
@@ -199,20 +192,11 @@ impl EmbeddingModel {
         }
         let ort_err = |e: ort::Error| EngineError::inference(format!("ONNX Runtime failed: {e}"));
         let mut inputs = vec![
-            (
-                "input_ids",
-                TensorRef::from_array_view(&ids).map_err(ort_err)?,
-            ),
-            (
-                "attention_mask",
-                TensorRef::from_array_view(&mask).map_err(ort_err)?,
-            ),
+            ("input_ids", TensorRef::from_array_view(&ids).map_err(ort_err)?),
+            ("attention_mask", TensorRef::from_array_view(&mask).map_err(ort_err)?),
         ];
         if self.wants_token_types {
-            inputs.push((
-                "token_type_ids",
-                TensorRef::from_array_view(&types).map_err(ort_err)?,
-            ));
+            inputs.push(("token_type_ids", TensorRef::from_array_view(&types).map_err(ort_err)?));
         }
         let options = RunOptions::new().map_err(ort_err)?;
         let finished = AtomicBool::new(false);
@@ -237,9 +221,7 @@ impl EmbeddingModel {
             finished.store(true, Ordering::Release);
             let outputs = match outputs {
                 Ok(o) => o,
-                Err(_) if terminated.load(Ordering::Acquire) => {
-                    return Err(EngineError::cancelled())
-                }
+                Err(_) if terminated.load(Ordering::Acquire) => return Err(EngineError::cancelled()),
                 Err(e) => return Err(ort_err(e)),
             };
             let hidden_states = outputs[0].try_extract_array::<f32>().map_err(ort_err)?;

@@ -67,29 +67,22 @@ struct SentenceTransformersConfig {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> EngineResult<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            EngineError::files(format!(
-                "{} is not valid JSON for this field set: {e}",
-                path.display()
-            ))
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| EngineError::files(format!("{} is not valid JSON for this field set: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(
-            EngineError::files(format!("cannot read {}: {e}", path.display())).with_hint(
-                "the folder and its files must be readable by the PostgreSQL server's OS user",
-            ),
-        ),
+        Err(e) => Err(EngineError::files(format!("cannot read {}: {e}", path.display()))
+            .with_hint("the folder and its files must be readable by the PostgreSQL server's OS user")),
     }
 }
 
 /// Inspect `folder` and derive the registration defaults.
 pub fn inspect(folder: &Path) -> EngineResult<FolderDefaults> {
     if !folder.is_absolute() {
-        return Err(EngineError::invalid(format!(
-            "model folder {} is not an absolute path",
-            folder.display()
-        ))
-        .with_hint("give the full path of the folder, as the server sees it"));
+        return Err(
+            EngineError::invalid(format!("model folder {} is not an absolute path", folder.display()))
+                .with_hint("give the full path of the folder, as the server sees it"),
+        );
     }
     if !folder.is_dir() {
         return Err(EngineError::files(format!(
@@ -108,10 +101,8 @@ pub fn inspect(folder: &Path) -> EngineResult<FolderDefaults> {
         })?;
     let tokenizer_file = folder.join("tokenizer.json");
     if !tokenizer_file.is_file() {
-        return Err(
-            EngineError::files(format!("no tokenizer.json in {}", folder.display()))
-                .with_hint("inf_ir needs the fast-tokenizer file that Hugging Face models ship"),
-        );
+        return Err(EngineError::files(format!("no tokenizer.json in {}", folder.display()))
+            .with_hint("inf_ir needs the fast-tokenizer file that Hugging Face models ship"));
     }
 
     let modules: Vec<ModuleEntry> = read_json(&folder.join("modules.json"))?.unwrap_or_default();
@@ -120,18 +111,13 @@ pub fn inspect(folder: &Path) -> EngineResult<FolderDefaults> {
         .find(|m| m.kind.ends_with("models.Pooling"))
         .map(|m| folder.join(&m.path))
         .unwrap_or_else(|| folder.join("1_Pooling"));
-    let pooling_cfg: PoolingConfig =
-        read_json(&pooling_dir.join("config.json"))?.unwrap_or_default();
-    let transformer: TransformerConfig =
-        read_json(&folder.join("config.json"))?.unwrap_or_default();
-    let sbert: SentenceBertConfig =
-        read_json(&folder.join("sentence_bert_config.json"))?.unwrap_or_default();
+    let pooling_cfg: PoolingConfig = read_json(&pooling_dir.join("config.json"))?.unwrap_or_default();
+    let transformer: TransformerConfig = read_json(&folder.join("config.json"))?.unwrap_or_default();
+    let sbert: SentenceBertConfig = read_json(&folder.join("sentence_bert_config.json"))?.unwrap_or_default();
     let st: SentenceTransformersConfig =
         read_json(&folder.join("config_sentence_transformers.json"))?.unwrap_or_default();
 
-    let pooling = if pooling_cfg.pooling_mode_max_tokens
-        || pooling_cfg.pooling_mode_mean_sqrt_len_tokens
-    {
+    let pooling = if pooling_cfg.pooling_mode_max_tokens || pooling_cfg.pooling_mode_mean_sqrt_len_tokens {
         return Err(EngineError::files(format!(
             "{} asks for max or mean-sqrt-len pooling, which inf_ir does not implement",
             pooling_dir.display()
@@ -150,11 +136,8 @@ pub fn inspect(folder: &Path) -> EngineResult<FolderDefaults> {
         .word_embedding_dimension
         .or(transformer.hidden_size)
         .ok_or_else(|| {
-            EngineError::files(format!(
-                "cannot tell the embedding dimension of {}",
-                folder.display()
-            ))
-            .with_hint("the folder needs 1_Pooling/config.json or config.json with hidden_size")
+            EngineError::files(format!("cannot tell the embedding dimension of {}", folder.display()))
+                .with_hint("the folder needs 1_Pooling/config.json or config.json with hidden_size")
         })?;
     let max_tokens = sbert
         .max_seq_length
@@ -200,11 +183,7 @@ mod tests {
             r#"{"hidden_size":384,"pad_token_id":0,"max_position_embeddings":512}"#,
         )
         .unwrap();
-        std::fs::write(
-            dir.join("sentence_bert_config.json"),
-            r#"{"max_seq_length":256}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.join("sentence_bert_config.json"), r#"{"max_seq_length":256}"#).unwrap();
         std::fs::write(
             dir.join("modules.json"),
             r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
@@ -233,11 +212,7 @@ mod tests {
             r#"{"prompts":{"query":"query: ","passage":"passage: "}}"#,
         )
         .unwrap();
-        std::fs::write(
-            dir.join("1_Pooling/config.json"),
-            r#"{"pooling_mode_cls_token":true}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token":true}"#).unwrap();
         let d = inspect(&dir).unwrap();
         assert_eq!(d.pooling, Pooling::Cls);
         assert_eq!(d.query_template, "query: {query} {instruction}");
@@ -255,9 +230,6 @@ mod tests {
         assert!(inspect(&dir).unwrap_err().message.contains("no model.onnx"));
         let dir = scratch("badjson");
         std::fs::write(dir.join("config.json"), b"{not json").unwrap();
-        assert!(inspect(&dir)
-            .unwrap_err()
-            .message
-            .contains("not valid JSON"));
+        assert!(inspect(&dir).unwrap_err().message.contains("not valid JSON"));
     }
 }

@@ -55,11 +55,7 @@ impl Pooling {
 
 /// Scale to unit length; a zero vector stays zero rather than becoming NaN.
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|x| (*x as f64) * (*x as f64))
-        .sum::<f64>()
-        .sqrt();
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
         v.iter_mut().for_each(|x| *x *= inv);

@@ -34,8 +34,7 @@ pub fn environment(library: &Path) -> EngineResult<&'static Environment> {
             library.display()
         )));
     }
-    let builder = ort::init_from(library)
-        .map_err(|e| runtime_error(format!("cannot load ONNX Runtime: {e}")))?;
+    let builder = ort::init_from(library).map_err(|e| runtime_error(format!("cannot load ONNX Runtime: {e}")))?;
     let environment = builder
         .with_name("inf_ir")
         .with_telemetry(false)

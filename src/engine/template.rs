@@ -44,9 +44,7 @@ impl Template {
             return Err(EngineError::invalid(format!(
                 "query template {source:?} must contain {{query}} and must not contain {{passage}}"
             ))
-            .with_hint(
-                "for example '{query} {instruction}' or 'Instruct: {instruction}\\nQuery: {query}'",
-            ));
+            .with_hint("for example '{query} {instruction}' or 'Instruct: {instruction}\\nQuery: {query}'"));
         }
         Ok(t)
     }

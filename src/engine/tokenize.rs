@@ -44,9 +44,7 @@ impl TextEncoder {
             .with_truncation(None)
             .map_err(|e| EngineError::files(format!("tokenizer {}: {e}", path.display())))?;
         tokenizer.with_padding(None);
-        let special_tokens = tokenizer
-            .get_post_processor()
-            .map_or(0, |p| p.added_tokens(false));
+        let special_tokens = tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
         if max_tokens <= special_tokens {
             return Err(EngineError::invalid(format!(
                 "max_tokens {max_tokens} leaves no room beside {special_tokens} special tokens"
@@ -134,9 +132,10 @@ impl TextEncoder {
 
     /// Add the special tokens as the tokenizer's post-processor defines them.
     fn finish(&self, enc: Encoding) -> EngineResult<TokenizedText> {
-        let enc = self.tokenizer.post_process(enc, None, true).map_err(|e| {
-            EngineError::inference(format!("tokenizer post-processing failed: {e}"))
-        })?;
+        let enc = self
+            .tokenizer
+            .post_process(enc, None, true)
+            .map_err(|e| EngineError::inference(format!("tokenizer post-processing failed: {e}")))?;
         Ok(TokenizedText {
             ids: enc.get_ids().iter().map(|&i| i as i64).collect(),
             type_ids: enc.get_type_ids().iter().map(|&i| i as i64).collect(),

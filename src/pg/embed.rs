@@ -27,18 +27,13 @@ fn embed_all(inputs: &[Option<EmbedInput<'_>>], model: Option<&str>) -> Vec<Opti
         .embed(&present, batch_options(), &PgInterrupt)
         .or_raise()
         .into_iter();
-    inputs
-        .iter()
-        .map(|i| i.as_ref().and_then(|_| vectors.next()))
-        .collect()
+    inputs.iter().map(|i| i.as_ref().and_then(|_| vectors.next())).collect()
 }
 
 /// Embed a passage (document side). NULL passage gives NULL.
 #[pg_extern(stable, parallel_restricted)]
 fn inf_embed(passage: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vec<f32>> {
-    embed_all(&[passage.map(EmbedInput::Passage)], model)
-        .pop()
-        .flatten()
+    embed_all(&[passage.map(EmbedInput::Passage)], model).pop().flatten()
 }
 
 /// Embed a query with an instruction (query side). A NULL query gives NULL; a
@@ -62,10 +57,7 @@ fn inf_embed_many(
     let Some(passages) = passages else {
         return TableIterator::new(std::iter::empty());
     };
-    let inputs: Vec<Option<EmbedInput<'_>>> = passages
-        .iter()
-        .map(|p| p.map(EmbedInput::Passage))
-        .collect();
+    let inputs: Vec<Option<EmbedInput<'_>>> = passages.iter().map(|p| p.map(EmbedInput::Passage)).collect();
     numbered(embed_all(&inputs, model))
 }
 
@@ -94,11 +86,8 @@ fn inf_embed_query_many(
     };
     if instructions.len() > 1 && instructions.len() != n {
         raise(
-            EngineError::invalid(format!(
-                "{} instructions for {n} queries",
-                instructions.len()
-            ))
-            .with_hint("pass NULL, a single instruction for all queries, or one per query"),
+            EngineError::invalid(format!("{} instructions for {n} queries", instructions.len()))
+                .with_hint("pass NULL, a single instruction for all queries, or one per query"),
         );
     }
     let inputs: Vec<Option<EmbedInput<'_>>> = queries
@@ -117,10 +106,5 @@ fn inf_embed_query_many(
 fn numbered(
     vectors: Vec<Option<Vec<f32>>>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(embedding, Option<Vec<f32>>))> {
-    TableIterator::new(
-        vectors
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i as i32 + 1, v)),
-    )
+    TableIterator::new(vectors.into_iter().enumerate().map(|(i, v)| (i as i32 + 1, v)))
 }

@@ -93,9 +93,7 @@ pub fn default_model() -> Option<String> {
 pub fn threads() -> usize {
     match THREADS.get() {
         n if n > 0 => n as usize,
-        _ => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     }
 }
 

@@ -48,15 +48,16 @@ pub fn get(row: &ModelRow) -> Arc<EmbeddingModel> {
 /// Load `row`'s model after checking its files still match the fingerprint.
 pub fn load_checked(row: &ModelRow) -> Arc<EmbeddingModel> {
     let runtime = runtime_options();
-    let now =
-        compute_fingerprint(&row.folder, &row.spec.onnx_file, &row.spec.tokenizer_file).or_raise();
+    let now = compute_fingerprint(&row.folder, &row.spec.onnx_file, &row.spec.tokenizer_file).or_raise();
     if now != row.fingerprint {
         raise(
             EngineError::files(format!(
                 "the files of model \"{}\" changed since it was registered (fingerprint {} is now {now})",
                 row.spec.name, row.fingerprint
             ))
-            .with_hint("vectors made before are not comparable: re-register it with inf_register_model(), then re-embed"),
+            .with_hint(
+                "vectors made before are not comparable: re-register it with inf_register_model(), then re-embed",
+            ),
         );
     }
     let model = Arc::new(EmbeddingModel::load(row.spec.clone(), &runtime).or_raise());

@@ -36,11 +36,7 @@ fn fingerprint_files(folder: &Path, onnx: &Path, tokenizer: &Path) -> Vec<PathBu
     files
 }
 
-pub fn compute_fingerprint(
-    folder: &Path,
-    onnx: &Path,
-    tokenizer: &Path,
-) -> Result<String, EngineError> {
+pub fn compute_fingerprint(folder: &Path, onnx: &Path, tokenizer: &Path) -> Result<String, EngineError> {
     let files = fingerprint_files(folder, onnx, tokenizer);
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     fingerprint(folder, &refs)
@@ -61,8 +57,8 @@ fn require_superuser(what: &str) {
 /// loaded once to check that it runs. Superusers only.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_register_model(
-    name: &str,
-    folder: &str,
+    name: Option<&str>,
+    folder: Option<&str>,
     query_template: default!(Option<&str>, "NULL"),
     passage_template: default!(Option<&str>, "NULL"),
     pooling: default!(Option<&str>, "NULL"),
@@ -80,15 +76,13 @@ fn inf_register_model(
     ),
 > {
     require_superuser("register models");
-    let row = build_row(
-        name,
-        folder,
-        query_template,
-        passage_template,
-        pooling,
-        max_tokens,
-    )
-    .or_raise();
+    let (Some(name), Some(folder)) = (name, folder) else {
+        raise(
+            EngineError::invalid("model name and folder must not be NULL")
+                .with_hint("inf_register_model('name', '/absolute/path/to/folder')"),
+        );
+    };
+    let row = build_row(name, folder, query_template, passage_template, pooling, max_tokens).or_raise();
     // Loading proves the files work together (and warms this session's cache).
     model_cache::load_checked(&row);
     store_row(&row);
@@ -112,6 +106,14 @@ fn build_row(
     pooling: Option<&str>,
     max_tokens: Option<i32>,
 ) -> Result<ModelRow, EngineError> {
+    let name_ok = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !name_ok {
+        return Err(EngineError::invalid(format!("model name {name:?} is not allowed"))
+            .with_hint("use 1 to 63 letters, digits, '_', '.' or '-'"));
+    }
     let FolderDefaults {
         folder,
         onnx_file,
@@ -124,21 +126,12 @@ fn build_row(
         passage_template: default_passage,
     } = model_folder::inspect(Path::new(folder))?;
     let query_template = query_template.map(str::to_string).unwrap_or(default_query);
-    let passage_template = passage_template
-        .map(str::to_string)
-        .unwrap_or(default_passage);
+    let passage_template = passage_template.map(str::to_string).unwrap_or(default_passage);
     Template::query(&query_template)?;
     Template::passage(&passage_template)?;
-    let pooling = pooling
-        .map(Pooling::parse)
-        .transpose()?
-        .unwrap_or(default_pooling);
+    let pooling = pooling.map(Pooling::parse).transpose()?.unwrap_or(default_pooling);
     let max_tokens = match max_tokens {
-        Some(n) if n < 3 => {
-            return Err(EngineError::invalid(format!(
-                "max_tokens must be at least 3, not {n}"
-            )))
-        }
+        Some(n) if n < 3 => return Err(EngineError::invalid(format!("max_tokens must be at least 3, not {n}"))),
         Some(n) => n as usize,
         None => default_max,
     };
@@ -192,6 +185,7 @@ fn store_row(row: &ModelRow) {
 /// Remove a model from the registry. Superusers only. Returns whether it existed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_unregister_model(name: &str) -> bool {
+    // STRICT: a NULL name returns NULL.
     require_superuser("unregister models");
     Spi::get_one_with_args::<bool>(
         "WITH d AS (DELETE FROM inf_ir.models WHERE name = $1 RETURNING 1) SELECT count(*) > 0 FROM d",
@@ -249,12 +243,8 @@ pub fn lookup(name: Option<&str>) -> ModelRow {
             return Ok(None);
         }
         let t = table.first();
-        let text = |i: usize| -> Result<String, pgrx::spi::SpiError> {
-            Ok(t.get::<String>(i)?.unwrap_or_default())
-        };
-        let int = |i: usize| -> Result<i32, pgrx::spi::SpiError> {
-            Ok(t.get::<i32>(i)?.unwrap_or_default())
-        };
+        let text = |i: usize| -> Result<String, pgrx::spi::SpiError> { Ok(t.get::<String>(i)?.unwrap_or_default()) };
+        let int = |i: usize| -> Result<i32, pgrx::spi::SpiError> { Ok(t.get::<i32>(i)?.unwrap_or_default()) };
         Ok::<_, pgrx::spi::SpiError>(Some(ModelRow {
             spec: ModelSpec {
                 name: name.clone(),
@@ -285,25 +275,17 @@ pub fn lookup(name: Option<&str>) -> ModelRow {
 }
 
 fn model_names() -> String {
-    let names =
-        Spi::get_one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.models")
-            .ok()
-            .flatten();
+    let names = Spi::get_one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.models")
+        .ok()
+        .flatten();
     names.unwrap_or_else(|| "none".to_string())
 }
 
 fn only_model() -> String {
     let names: Vec<String> = Spi::connect(|client| {
         client
-            .select(
-                "SELECT name FROM inf_ir.models ORDER BY name LIMIT 2",
-                None,
-                &[],
-            )
-            .map(|t| {
-                t.filter_map(|r| r.get::<String>(1).ok().flatten())
-                    .collect()
-            })
+            .select("SELECT name FROM inf_ir.models ORDER BY name LIMIT 2", None, &[])
+            .map(|t| t.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
     })
     .unwrap_or_default();
     match names.as_slice() {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command: set-up (idempotent), Rust unit tests, then the SQL suites
+# (pg_regress) and the Python reference checks against a throwaway PostgreSQL.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/fixtures.sh"
+TEST_PORT=${INF_IR_TEST_PORT:-5434}
+TEST_CLUSTER=$INF_IR_HOME/test-cluster
+
+"$PROJECT_ROOT/scripts/setup.sh"
+cd "$PROJECT_ROOT"
+
+step "Rust unit tests (pure modules, real model where installed)"
+INF_IR_HOME=$INF_IR_HOME cargo test --lib --tests -q 2>&1 | grep -E '^(test result|running|error|failures|---- )|panicked' || true
+INF_IR_HOME=$INF_IR_HOME cargo test --lib --tests -q >/dev/null 2>&1 || die "cargo test failed (run it to see why)"
+
+step "Export check: ONNX graph vs float64 numpy forward pass"
+"$VENV/bin/python" scripts/check_onnx_export.py "$MODEL_DIR"
+
+step "Throwaway PostgreSQL on 127.0.0.1:$TEST_PORT"
+stop_cluster "$TEST_CLUSTER"
+rm -rf "$TEST_CLUSTER"
+make_fixtures
+start_cluster "$TEST_CLUSTER" "$TEST_PORT"
+trap 'stop_cluster "$TEST_CLUSTER"' EXIT
+
+step "pg_regress (tests/pg_regress)"
+out=$(mktemp -d)
+chmod 777 "$out"
+tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')
+if ! env -u RUST_BACKTRACE "$PG_BIN/../lib/pgxs/src/test/regress/pg_regress" \
+     --inputdir=tests/pg_regress --outputdir="$out" --bindir="$PG_BIN" \
+     --host=127.0.0.1 --port="$TEST_PORT" --user=postgres --dbname=inf_ir_regress $tests; then
+  cat "$out/regression.diffs" 2>/dev/null | head -100
+  die "pg_regress failed (diffs: $out/regression.diffs)"
+fi
+
+step "Embeddings vs the independent Python onnxruntime reference"
+"$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
+
+step "Cancel from another session (pg_cancel_backend)"
+"$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
+
+step "All tests passed"

@@ -1,0 +1,33 @@
+-- The ONNX Runtime library: missing, not ONNX Runtime, too old. Each is a
+-- clear ERROR; a corrected path then works in the same session.
+\set VERBOSITY terse
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS inf_ir;
+RESET client_min_messages;
+\c
+SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/missing.so';
+SELECT inf_embed('x');
+SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/libnotort.so';
+SELECT inf_embed('x');
+SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/libonnxruntime.so.1.20.1';
+SELECT inf_embed('x');
+SET inf_ir.onnxruntime_library = '';
+SELECT inf_embed('x');
+RESET inf_ir.onnxruntime_library;
+SELECT array_length(inf_embed('x'), 1) AS recovered_dims;
+-- Once loaded, a session cannot switch libraries.
+SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/libonnxruntime.so.1.20.1';
+SELECT inf_embed('x');
+RESET inf_ir.onnxruntime_library;
+
+-- Threads and batch size are per-session settings; results do not depend on them.
+-- Batched and single runs pad differently, so compare by cosine, not bit for bit.
+CREATE FUNCTION pg_temp.same(a real[], b real[]) RETURNS boolean LANGUAGE sql IMMUTABLE AS
+  $$ SELECT sum(x::float8 * y::float8) > 0.99999 FROM unnest(a, b) AS t(x, y) $$;
+SET inf_ir.threads = 1;
+SET inf_ir.batch_tokens = 256;
+SELECT bool_and(pg_temp.same(embedding, inf_embed((ARRAY['one', 'two words', repeat('many words ', 50)])[ord]))) AS same_vectors
+FROM inf_embed_many(ARRAY['one', 'two words', repeat('many words ', 50)]);
+SET inf_ir.batch_tokens = 10;
+RESET inf_ir.batch_tokens;
+RESET inf_ir.threads;
