@@ -268,8 +268,8 @@ impl Embedder for EmbeddingModel {
         interrupt: &dyn Interrupt,
     ) -> EngineResult<Vec<Vec<f32>>> {
         let mut tokenized = Vec::with_capacity(inputs.len());
-        for (i, input) in inputs.iter().enumerate() {
-            if i % 64 == 63 {
+        for input in inputs {
+            if interrupt.pending() {
                 interrupt.checkpoint()?;
             }
             tokenized.push(self.tokenize(input)?);

@@ -26,6 +26,10 @@ impl TokenizedText {
     }
 }
 
+/// Texts up to this many bytes per allowed token are tokenized whole; longer
+/// ones are pre-cut first. (A WordPiece token averages 4 to 6 bytes of English.)
+const PRECUT_MIN_BYTES_PER_TOKEN: usize = 32;
+
 pub struct TextEncoder {
     tokenizer: Tokenizer,
     max_tokens: usize,
@@ -79,7 +83,11 @@ impl TextEncoder {
     /// what a few kilobytes cost.
     pub fn precut<'a>(&self, text: &'a str) -> EngineResult<&'a str> {
         let budget = self.content_budget();
-        let mut window = (budget * 8).max(1024);
+        // Ordinary texts are tokenized once, whole; only long ones are probed.
+        if text.len() <= budget * PRECUT_MIN_BYTES_PER_TOKEN {
+            return Ok(text);
+        }
+        let mut window = budget * 8;
         while window < text.len() {
             let cut = whitespace_cut(text, window);
             if self.encode_plain(&text[..cut])?.len() > budget {
