@@ -25,7 +25,11 @@ fn main() {
     let model_dir = std::path::Path::new(&args[2]);
     let threads: usize = args[4].parse().expect("threads");
 
-    let env = ort::init_from(&args[3]).expect("load ORT").with_name("raw").build().expect("env");
+    let env = ort::init_from(&args[3])
+        .expect("load ORT")
+        .with_name("raw")
+        .build()
+        .expect("env");
     let mut session = Session::builder(&env)
         .unwrap()
         .with_intra_threads(threads)
@@ -37,13 +41,24 @@ fn main() {
     let mut tokenizer = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
     tokenizer.with_padding(None);
     tokenizer
-        .with_truncation(Some(tokenizers::TruncationParams { max_length: 256, ..Default::default() }))
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: 256,
+            ..Default::default()
+        }))
         .unwrap();
 
     let start = Instant::now();
     let encodings: Vec<Vec<i64>> = texts
         .iter()
-        .map(|t| tokenizer.encode(t.as_str(), true).unwrap().get_ids().iter().map(|&i| i as i64).collect())
+        .map(|t| {
+            tokenizer
+                .encode(t.as_str(), true)
+                .unwrap()
+                .get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect()
+        })
         .collect();
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));

@@ -34,7 +34,7 @@ CREATE FUNCTION pg_temp.rank(instruction text, query text)
 RETURNS TABLE(rank bigint, score numeric, passage text) LANGUAGE sql AS $$
   WITH q AS (SELECT inf_embed_query(instruction, query) AS v)
   SELECT row_number() OVER (ORDER BY s DESC), round(s::numeric, 4), left(body, 90)
-  FROM (SELECT p.body, (SELECT sum(a * b) FROM unnest(p.embedding, q.v) AS t(a, b)) AS s
+  FROM (SELECT p.body, (SELECT sum(a::float8 * b::float8) FROM unnest(p.embedding, q.v) AS t(a, b)) AS s
         FROM demo_passages p, q) scored
   ORDER BY s DESC LIMIT 3 $$;
 \echo 'query: does vitamin d prevent fractures   (no instruction)'

@@ -41,4 +41,10 @@ step "Embeddings vs the independent Python onnxruntime reference"
 step "Cancel from another session (pg_cancel_backend)"
 "$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
 
+step "inf_search under concurrent inserts, updates and deletes"
+"$VENV/bin/python" tests/python/test_search_concurrency.py --port "$TEST_PORT" --seconds 20
+
+step "Retrieval figures vs ../shared/REFERENCE.md (SciFact search, DL19 re-rank)"
+"$VENV/bin/python" tests/python/eval_retrieval.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
+
 step "All tests passed"

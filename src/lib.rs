@@ -4,7 +4,7 @@
 //! SQL: settings, the model registry, the embedding functions.
 
 pub mod engine;
-mod pg;
+pub(crate) mod pg;
 
 ::pgrx::pg_module_magic!();
 

@@ -42,7 +42,16 @@ fn load_model() -> Option<EmbeddingModel> {
         pad_token_id: d.pad_token_id,
     };
     let library = home().join("onnxruntime/libonnxruntime.so.1.31.1");
-    Some(EmbeddingModel::load(spec, &RuntimeOptions { library, intra_threads: 2 }).unwrap())
+    Some(
+        EmbeddingModel::load(
+            spec,
+            &RuntimeOptions {
+                library,
+                intra_threads: 2,
+            },
+        )
+        .unwrap(),
+    )
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -55,7 +64,11 @@ fn precut_keeps_truncation_exact() {
     let encoder = TextEncoder::load(&dir.join("tokenizer.json"), 256).unwrap();
     let mut full = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
     full.with_padding(None);
-    full.with_truncation(Some(tokenizers::TruncationParams { max_length: 256, ..Default::default() })).unwrap();
+    full.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: 256,
+        ..Default::default()
+    }))
+    .unwrap();
     let texts = [
         "The mitochondria is the powerhouse of the cell. ".repeat(2000),
         "北京是中国的首都。".repeat(3000),
@@ -64,7 +77,13 @@ fn precut_keeps_truncation_exact() {
     ];
     for text in &texts {
         let ours = encoder.encode_passage(text).unwrap();
-        let reference: Vec<i64> = full.encode(text.as_str(), true).unwrap().get_ids().iter().map(|&i| i as i64).collect();
+        let reference: Vec<i64> = full
+            .encode(text.as_str(), true)
+            .unwrap()
+            .get_ids()
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
         assert_eq!(ours.ids, reference, "text starting {:?}", &text[..30]);
     }
 }
@@ -80,7 +99,11 @@ fn long_query_is_cut_and_instruction_kept_whole() {
     assert_eq!(ids.len(), 32);
     let alone = encoder.encode_passage(instruction).unwrap().ids; // [CLS] instruction [SEP]
     let tail = &alone[1..alone.len() - 1];
-    assert_eq!(&ids[ids.len() - 1 - tail.len()..ids.len() - 1], tail, "instruction must end the sequence whole");
+    assert_eq!(
+        &ids[ids.len() - 1 - tail.len()..ids.len() - 1],
+        tail,
+        "instruction must end the sequence whole"
+    );
     // The query's first tokens survive (cut from its end).
     let query_head = encoder.encode_passage("vitamin d and bone").unwrap().ids;
     assert_eq!(&ids[..query_head.len() - 1], &query_head[..query_head.len() - 1]);
@@ -89,20 +112,37 @@ fn long_query_is_cut_and_instruction_kept_whole() {
 #[test]
 fn batches_match_single_runs_and_keep_order() {
     let Some(model) = load_model() else { return };
-    let texts = ["short", "a somewhat longer passage about proteins and folding", "", "🐱 emoji", "mid length text here"];
+    let texts = [
+        "short",
+        "a somewhat longer passage about proteins and folding",
+        "",
+        "🐱 emoji",
+        "mid length text here",
+    ];
     let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Passage(t)).collect();
-    let tiny = BatchOptions { token_budget: 16, max_rows: 2 };
+    let tiny = BatchOptions {
+        token_budget: 16,
+        max_rows: 2,
+    };
     let batched = model.embed(&inputs, tiny, &NeverInterrupt).unwrap();
     assert_eq!(batched.len(), texts.len());
     for (i, input) in inputs.iter().enumerate() {
-        let single = model.embed(std::slice::from_ref(input), BatchOptions::default(), &NeverInterrupt).unwrap();
+        let single = model
+            .embed(std::slice::from_ref(input), BatchOptions::default(), &NeverInterrupt)
+            .unwrap();
         assert!(cosine(&single[0], &batched[i]) > 0.99999, "input {i}");
         let norm: f32 = batched[i].iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5);
     }
-    let q = EmbedInput::Query { instruction: Some("only reviews"), query: "short" };
+    let q = EmbedInput::Query {
+        instruction: Some("only reviews"),
+        query: "short",
+    };
     let with = model.embed(&[q], BatchOptions::default(), &NeverInterrupt).unwrap();
-    assert!(cosine(&with[0], &batched[0]) < 0.999, "the instruction must change the vector");
+    assert!(
+        cosine(&with[0], &batched[0]) < 0.999,
+        "the instruction must change the vector"
+    );
 }
 
 /// Raises its interrupt after a delay; its checkpoint then stops the call.
@@ -131,11 +171,21 @@ fn interrupt_stops_a_long_batch_promptly() {
     let text = "passage text ".repeat(200);
     let inputs: Vec<EmbedInput> = (0..64).map(|_| EmbedInput::Passage(&text)).collect();
     // One huge batch: without the watcher the call could only stop at its end.
-    let one_batch = BatchOptions { token_budget: 1 << 20, max_rows: 1024 };
-    let interrupt = InterruptAfter { start: Instant::now(), after: Duration::from_millis(200), seen: AtomicBool::new(false) };
+    let one_batch = BatchOptions {
+        token_budget: 1 << 20,
+        max_rows: 1024,
+    };
+    let interrupt = InterruptAfter {
+        start: Instant::now(),
+        after: Duration::from_millis(200),
+        seen: AtomicBool::new(false),
+    };
     let err = model.embed(&inputs, one_batch, &interrupt).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Cancelled);
     assert!(interrupt.seen.load(Ordering::SeqCst));
     let late = interrupt.start.elapsed().saturating_sub(interrupt.after);
-    assert!(late < Duration::from_millis(500), "stopped {late:?} after the interrupt");
+    assert!(
+        late < Duration::from_millis(500),
+        "stopped {late:?} after the interrupt"
+    );
 }

@@ -10,6 +10,7 @@ pub mod pooling;
 pub mod runtime;
 pub mod template;
 pub mod tokenize;
+pub mod topk;
 
 pub use error::{EngineError, EngineResult, ErrorKind};
 pub use model::{

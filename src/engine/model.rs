@@ -107,7 +107,7 @@ pub struct EmbeddingModel {
 }
 
 /// How often the watcher thread looks at the interrupt flag during a run.
-const WATCH_INTERVAL: Duration = Duration::from_millis(10);
+const WATCH_INTERVAL: Duration = Duration::from_millis(25);
 
 impl EmbeddingModel {
     pub fn load(spec: ModelSpec, runtime: &RuntimeOptions) -> EngineResult<Self> {

@@ -1,11 +1,14 @@
 //! The SQL face of inf_ir: a thin adapter over `crate::engine`.
 
+mod corpus;
+mod corpus_cache;
 mod embed;
 mod errors;
 mod gucs;
 mod interrupt;
 mod model_cache;
 mod registry;
+mod search;
 
 pub fn init() {
     gucs::init();

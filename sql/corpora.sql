@@ -1,0 +1,113 @@
+-- Passage corpora for inf_search. A corpus names the model its passages are
+-- embedded with; each passage remembers the fingerprint of the model files
+-- that produced its embedding, so a changed model makes it stale.
+CREATE TABLE inf_ir.corpora (
+    corpus_id  serial PRIMARY KEY,
+    name       text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    model      text NOT NULL REFERENCES inf_ir.models(name) ON UPDATE CASCADE,
+    -- Bumped by every statement that changes the corpus's passages; a
+    -- search's in-memory matrix is valid only for the generation it was built at.
+    generation bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE inf_ir.corpora IS 'Named passage collections searched by inf_search().';
+
+CREATE TABLE inf_ir.passages (
+    passage_id    bigserial PRIMARY KEY,
+    corpus_id     integer NOT NULL REFERENCES inf_ir.corpora ON DELETE CASCADE,
+    external_id   text NOT NULL,
+    title         text,
+    body          text NOT NULL,
+    metadata      jsonb NOT NULL DEFAULT '{}',
+    embedding     real[],
+    embedded_with text,  -- fingerprint of the model files that produced embedding
+    UNIQUE (corpus_id, external_id)
+);
+-- Keep embeddings in the row (a long body is moved out of line first); an
+-- out-of-line vector makes every scan fetch it from TOAST.
+ALTER TABLE inf_ir.passages ALTER COLUMN embedding SET STORAGE MAIN;
+CREATE INDEX passages_pending ON inf_ir.passages (corpus_id, passage_id) WHERE embedding IS NULL;
+COMMENT ON TABLE inf_ir.passages IS
+    'Passages of the corpora; load with inf_load_jsonl() or plain INSERT/COPY, embed with CALL inf_embed_corpus().';
+
+-- Progress of inf_embed_corpus(), committed per batch so other sessions see it.
+CREATE TABLE inf_ir.embedding_runs (
+    run_id     bigserial PRIMARY KEY,
+    corpus_id  integer NOT NULL REFERENCES inf_ir.corpora ON DELETE CASCADE,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    total      bigint NOT NULL,
+    done       bigint NOT NULL DEFAULT 0,
+    finished   boolean NOT NULL DEFAULT false
+);
+
+REVOKE ALL ON inf_ir.corpora, inf_ir.passages, inf_ir.embedding_runs FROM PUBLIC;
+GRANT SELECT ON inf_ir.corpora, inf_ir.passages, inf_ir.embedding_runs TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.corpora', '');
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.passages', '');
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.corpora_corpus_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.passages_passage_id_seq', '');
+
+-- A changed title or body makes the stored embedding stale.
+CREATE FUNCTION inf_ir.passages_text_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NEW.body IS DISTINCT FROM OLD.body OR NEW.title IS DISTINCT FROM OLD.title THEN
+        NEW.embedding := NULL;
+        NEW.embedded_with := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER passages_text_changed BEFORE UPDATE OF title, body ON inf_ir.passages
+    FOR EACH ROW EXECUTE FUNCTION inf_ir.passages_text_changed();
+
+-- Every statement that changes passages bumps its corpora's generation. It
+-- runs as the table owner (SECURITY DEFINER, pinned search_path) so that
+-- writers need no UPDATE right on inf_ir.corpora.
+CREATE FUNCTION inf_ir.passages_bump_generation() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE inf_ir.corpora c SET generation = c.generation + 1
+        WHERE c.corpus_id IN (SELECT DISTINCT corpus_id FROM new_rows);
+    ELSIF TG_OP = 'UPDATE' THEN
+        UPDATE inf_ir.corpora c SET generation = c.generation + 1
+        WHERE c.corpus_id IN (SELECT corpus_id FROM new_rows UNION SELECT corpus_id FROM old_rows);
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE inf_ir.corpora c SET generation = c.generation + 1
+        WHERE c.corpus_id IN (SELECT DISTINCT corpus_id FROM old_rows);
+    ELSE -- TRUNCATE
+        UPDATE inf_ir.corpora c SET generation = c.generation + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION inf_ir.passages_bump_generation() FROM PUBLIC;
+CREATE TRIGGER passages_bump_on_insert AFTER INSERT ON inf_ir.passages
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
+CREATE TRIGGER passages_bump_on_update AFTER UPDATE ON inf_ir.passages
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
+CREATE TRIGGER passages_bump_on_delete AFTER DELETE ON inf_ir.passages
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
+CREATE TRIGGER passages_bump_on_truncate AFTER TRUNCATE ON inf_ir.passages
+    FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
+
+-- What the embedding maintenance has left to do, and how fast it goes.
+CREATE VIEW inf_ir.embedding_progress AS
+SELECT c.name AS corpus,
+       c.model,
+       count(p.passage_id) AS total,
+       count(p.passage_id) FILTER (WHERE p.embedded_with = m.fingerprint) AS embedded,
+       count(p.passage_id) FILTER (WHERE p.embedded_with IS DISTINCT FROM m.fingerprint) AS pending,
+       r.started_at AS last_run_started,
+       r.done AS last_run_done,
+       r.total AS last_run_total,
+       r.finished AS last_run_finished,
+       round((r.done / nullif(extract(epoch FROM r.updated_at - r.started_at), 0))::numeric, 1) AS last_run_rate_per_s
+FROM inf_ir.corpora c
+JOIN inf_ir.models m ON m.name = c.model
+LEFT JOIN inf_ir.passages p ON p.corpus_id = c.corpus_id
+LEFT JOIN LATERAL (SELECT * FROM inf_ir.embedding_runs r WHERE r.corpus_id = c.corpus_id
+                   ORDER BY r.run_id DESC LIMIT 1) r ON true
+GROUP BY c.corpus_id, c.name, c.model, r.run_id, r.started_at, r.done, r.total, r.finished, r.updated_at;
+GRANT SELECT ON inf_ir.embedding_progress TO PUBLIC;

@@ -1,0 +1,61 @@
+-- Embeds every passage of a corpus that has no current embedding, in
+-- batches, committing after each one: a cancel loses only the batch in
+-- flight, and calling it again resumes. Progress goes to NOTICEs and to
+-- inf_ir.embedding_runs (see the view inf_ir.embedding_progress).
+-- No SET clause: a procedure with one cannot COMMIT; names are qualified instead.
+CREATE PROCEDURE @extschema@.inf_embed_corpus(corpus text, batch_size integer DEFAULT 256)
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    run bigint;
+    total bigint;
+    n_done bigint := 0;
+    last_id bigint := 0;
+    ids bigint[];
+    texts text[];
+    started timestamptz := pg_catalog.clock_timestamp();
+    rate numeric;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 100000, not %', batch_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'the default, 256, suits most models';
+    END IF;
+    SELECT co.corpus_id, co.model, m.fingerprint INTO c
+    FROM inf_ir.corpora co JOIN inf_ir.models m ON m.name = co.model
+    WHERE co.name = corpus;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'corpus "%" does not exist', corpus
+            USING ERRCODE = 'undefined_object', HINT = 'create it with inf_create_corpus(name) or inf_load_jsonl(corpus, path)';
+    END IF;
+    SELECT pg_catalog.count(*) INTO total FROM inf_ir.passages p
+    WHERE p.corpus_id = c.corpus_id AND p.embedded_with IS DISTINCT FROM c.fingerprint;
+    INSERT INTO inf_ir.embedding_runs(corpus_id, total) VALUES (c.corpus_id, total) RETURNING run_id INTO run;
+    COMMIT;
+    LOOP
+        SELECT pg_catalog.array_agg(b.passage_id ORDER BY b.passage_id),
+               pg_catalog.array_agg(CASE WHEN COALESCE(b.title, '') = '' THEN b.body
+                                         ELSE b.title OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) b.body END
+                                    ORDER BY b.passage_id)
+        INTO ids, texts
+        FROM (SELECT p.passage_id, p.title, p.body FROM inf_ir.passages p
+              WHERE p.corpus_id = c.corpus_id AND p.passage_id > last_id
+                AND p.embedded_with IS DISTINCT FROM c.fingerprint
+              ORDER BY p.passage_id LIMIT batch_size
+              FOR UPDATE SKIP LOCKED) b;
+        EXIT WHEN ids IS NULL;
+        UPDATE inf_ir.passages p SET embedding = e.embedding, embedded_with = c.fingerprint
+        FROM @extschema@.inf_embed_many(texts, c.model) e
+        WHERE p.passage_id = ids[e.ord];
+        n_done := n_done + pg_catalog.cardinality(ids);
+        last_id := ids[pg_catalog.cardinality(ids)];
+        rate := pg_catalog.round((n_done / GREATEST(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started), 0.001))::numeric, 1);
+        UPDATE inf_ir.embedding_runs SET done = n_done, updated_at = pg_catalog.clock_timestamp()
+        WHERE run_id = run;
+        RAISE NOTICE 'inf_embed_corpus %: % of % passages embedded (% per second)', corpus, n_done, total, rate;
+        COMMIT;
+    END LOOP;
+    UPDATE inf_ir.embedding_runs SET finished = true, updated_at = pg_catalog.clock_timestamp() WHERE run_id = run;
+    COMMIT;
+END $$;
+COMMENT ON PROCEDURE @extschema@.inf_embed_corpus(text, integer) IS
+    'Embed passages of a corpus that lack a current embedding; commits per batch, resumable.';

@@ -1,0 +1,315 @@
+//! inf_search, inf_search_vector and inf_rerank.
+
+use super::corpus::{self, CorpusRow};
+use super::corpus_cache;
+use super::errors::{raise, raise_with, OrRaise};
+use super::gucs;
+use super::interrupt::PgInterrupt;
+use super::model_cache;
+use super::registry::{self, ModelRow};
+use crate::engine::topk::{dot, Hit};
+use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::collections::HashMap;
+
+/// Upper bound on k: beyond it a ranked list is an export, not a search.
+const MAX_K: i32 = 10_000;
+
+type SearchRows = TableIterator<
+    'static,
+    (
+        name!(passage_id, i64),
+        name!(external_id, String),
+        name!(body, String),
+        name!(score, f32),
+        name!(rank, i32),
+    ),
+>;
+
+fn check_k(k: Option<i32>) -> usize {
+    match k {
+        Some(k) if (1..=MAX_K).contains(&k) => k as usize,
+        other => raise(
+            EngineError::invalid(format!(
+                "k must be between 1 and {MAX_K}, not {}",
+                other.map_or("NULL".into(), |k| k.to_string())
+            ))
+            .with_hint("k is the number of passages to return, e.g. 10"),
+        ),
+    }
+}
+
+fn required<'a>(value: Option<&'a str>, what: &str) -> &'a str {
+    value.unwrap_or_else(|| {
+        raise(EngineError::invalid(format!("{what} must not be NULL")).with_hint("pass the text to search for"))
+    })
+}
+
+fn embed_query(model: &ModelRow, instruction: Option<&str>, query: &str) -> Vec<f32> {
+    let engine = model_cache::get(model);
+    let options = BatchOptions {
+        token_budget: gucs::batch_tokens(),
+        ..BatchOptions::default()
+    };
+    let mut v = engine
+        .embed(&[EmbedInput::Query { instruction, query }], options, &PgInterrupt)
+        .or_raise();
+    v.pop().expect("one vector per input")
+}
+
+/// Rank `corpus`'s passages against `query_vector`: exact top-k over the
+/// corpus's in-memory matrix, then the texts of the hits from the table.
+fn search_corpus(
+    corpus_name: &str,
+    corpus: &CorpusRow,
+    model: &ModelRow,
+    query_vector: &[f32],
+    k: usize,
+) -> SearchRows {
+    if query_vector.len() != model.spec.dimension {
+        raise(
+            EngineError::invalid(format!(
+                "query vector has {} dimensions; corpus \"{corpus_name}\" uses model \"{}\" with {}",
+                query_vector.len(),
+                model.spec.name,
+                model.spec.dimension
+            ))
+            .with_hint("embed the query with the corpus's model, e.g. inf_embed_query(instruction, query, model)"),
+        );
+    }
+    let loaded = corpus_cache::get(corpus, &model.fingerprint, model.spec.dimension);
+    if loaded.matrix.is_empty() {
+        if loaded.pending > 0 {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "corpus \"{corpus_name}\" has no passages embedded with the current files of model \"{}\" ({} passages pending)",
+                    model.spec.name, loaded.pending
+                ),
+                format!("embed them first: CALL inf_embed_corpus('{corpus_name}')"),
+            );
+        }
+        pgrx::notice!("inf_ir: corpus \"{corpus_name}\" has no passages");
+        return TableIterator::new(std::iter::empty());
+    }
+    if loaded.pending > 0 {
+        pgrx::notice!(
+            "inf_ir: {} passages of corpus \"{corpus_name}\" have no current embedding and were not searched; CALL inf_embed_corpus('{corpus_name}') to embed them",
+            loaded.pending
+        );
+    }
+    let candidates = (k * 10).max(200);
+    let hits = loaded.matrix.search(query_vector, k, candidates, gucs::threads());
+    with_texts(hits)
+}
+
+/// Attach external ids and bodies (read in the caller's snapshot) to ranked hits.
+fn with_texts(hits: Vec<Hit>) -> SearchRows {
+    let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
+    let mut texts: HashMap<i64, (String, String)> = Spi::connect(|client| {
+        let t = client.select(
+            "SELECT passage_id, external_id, body FROM inf_ir.passages WHERE passage_id = ANY($1)",
+            None,
+            &[ids.into()],
+        )?;
+        t.map(|r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                (
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                ),
+            ))
+        })
+        .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read passages: {e}"));
+    let rows: Vec<_> = hits
+        .into_iter()
+        .filter_map(|h| texts.remove(&h.id).map(|(ext, body)| (h.id, ext, body, h.score)))
+        .enumerate()
+        .map(|(i, (id, ext, body, score))| (id, ext, body, score, i as i32 + 1))
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Search a corpus with an instruction and a query: the k best passages by
+/// cosine similarity, exact. A NULL or empty instruction means none.
+#[pg_extern(stable, parallel_restricted)]
+fn inf_search(
+    instruction: Option<&str>,
+    query: Option<&str>,
+    k: default!(Option<i32>, 10),
+    corpus: default!(Option<&str>, "'default'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(passage_id, i64),
+        name!(external_id, String),
+        name!(body, String),
+        name!(score, f32),
+        name!(rank, i32),
+    ),
+> {
+    let query = required(query, "query");
+    let k = check_k(k);
+    let corpus_name = required(corpus, "corpus");
+    let corpus = corpus::lookup(corpus_name);
+    let model = registry::lookup(Some(&corpus.model));
+    let vector = embed_query(&model, instruction, query);
+    search_corpus(corpus_name, &corpus, &model, &vector, k)
+}
+
+/// Search a corpus by a given query vector (already embedded with the corpus's model).
+#[pg_extern(stable, parallel_restricted)]
+fn inf_search_vector(
+    query_embedding: Option<Vec<f32>>,
+    k: default!(Option<i32>, 10),
+    corpus: default!(Option<&str>, "'default'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(passage_id, i64),
+        name!(external_id, String),
+        name!(body, String),
+        name!(score, f32),
+        name!(rank, i32),
+    ),
+> {
+    let vector = query_embedding.unwrap_or_else(|| {
+        raise(EngineError::invalid("query_embedding must not be NULL").with_hint("pass inf_embed_query(...)"))
+    });
+    let k = check_k(k);
+    let corpus_name = required(corpus, "corpus");
+    let corpus = corpus::lookup(corpus_name);
+    let model = registry::lookup(Some(&corpus.model));
+    search_corpus(corpus_name, &corpus, &model, &vector, k)
+}
+
+/// Re-rank candidate passages (e.g. a full-text search's top 100) for an
+/// instruction and a query. Uses stored embeddings where current and embeds
+/// the others on the fly (without storing them). Returns every candidate
+/// found, best first, or the best k.
+#[pg_extern(stable, parallel_restricted)]
+fn inf_rerank(
+    instruction: Option<&str>,
+    query: Option<&str>,
+    candidates: Option<Array<i64>>,
+    k: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(passage_id, i64),
+        name!(external_id, String),
+        name!(body, String),
+        name!(score, f32),
+        name!(rank, i32),
+    ),
+> {
+    let query = required(query, "query");
+    let wanted: Vec<i64> = candidates.map(|a| a.iter().flatten().collect()).unwrap_or_default();
+    let k = match k {
+        None => usize::MAX,
+        some => check_k(some),
+    };
+    if wanted.is_empty() {
+        return TableIterator::new(std::iter::empty());
+    }
+    struct Candidate {
+        id: i64,
+        text: String,
+        embedding: Option<Vec<f32>>,
+        model: String,
+    }
+    let found: Vec<Candidate> = Spi::connect(|client| {
+        let t = client.select(
+            "SELECT p.passage_id, CASE WHEN COALESCE(p.title, '') = '' THEN p.body ELSE p.title || ' ' || p.body END,
+                    CASE WHEN p.embedded_with = m.fingerprint THEN p.embedding END, c.model
+             FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) JOIN inf_ir.models m ON m.name = c.model
+             WHERE p.passage_id = ANY($1)",
+            None,
+            &[wanted.clone().into()],
+        )?;
+        t.map(|r| {
+            Ok(Candidate {
+                id: r.get::<i64>(1)?.unwrap_or_default(),
+                text: r.get::<String>(2)?.unwrap_or_default(),
+                embedding: r.get::<Vec<f32>>(3)?,
+                model: r.get::<String>(4)?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read candidates: {e}"));
+    let mut distinct: Vec<i64> = wanted.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if found.len() < distinct.len() {
+        pgrx::notice!(
+            "inf_ir: {} of {} candidate ids are not visible passages",
+            distinct.len() - found.len(),
+            distinct.len()
+        );
+    }
+    let Some(first) = found.first() else {
+        return TableIterator::new(std::iter::empty());
+    };
+    if let Some(other) = found.iter().find(|c| c.model != first.model) {
+        raise(
+            EngineError::invalid(format!(
+                "candidates come from corpora with different models (\"{}\" and \"{}\")",
+                first.model, other.model
+            ))
+            .with_hint("re-rank candidates of one model at a time"),
+        );
+    }
+    let model = registry::lookup(Some(&first.model));
+    let query_vector = embed_query(&model, instruction, query);
+    // Candidates without a current embedding are embedded now, in one batch.
+    let missing: Vec<EmbedInput<'_>> = found
+        .iter()
+        .filter(|c| c.embedding.is_none())
+        .map(|c| EmbedInput::Passage(&c.text))
+        .collect();
+    let mut fresh = if missing.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        let options = BatchOptions {
+            token_budget: gucs::batch_tokens(),
+            ..BatchOptions::default()
+        };
+        model_cache::get(&model)
+            .embed(&missing, options, &PgInterrupt)
+            .or_raise()
+            .into_iter()
+    };
+    let mut hits: Vec<Hit> = found
+        .iter()
+        .map(|c| {
+            let v = match &c.embedding {
+                Some(v) => v.clone(),
+                None => fresh.next().expect("one vector per missing candidate"),
+            };
+            if v.len() != query_vector.len() {
+                raise(
+                    EngineError::invalid(format!(
+                        "passage {} has a {}-dimensional embedding; model \"{}\" makes {}",
+                        c.id,
+                        v.len(),
+                        model.spec.name,
+                        query_vector.len()
+                    ))
+                    .with_hint("set its embedding to NULL and CALL inf_embed_corpus(corpus)"),
+                );
+            }
+            Hit {
+                score: dot(&v, &query_vector),
+                id: c.id,
+            }
+        })
+        .collect();
+    hits.sort();
+    hits.truncate(k);
+    with_texts(hits)
+}

@@ -1,0 +1,104 @@
+-- Corpora, loading, embedding maintenance, inf_search / inf_search_vector / inf_rerank.
+\set VERBOSITY terse
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS inf_ir;
+RESET client_min_messages;
+
+SELECT inf_create_corpus('pets') > 0 AS created;
+INSERT INTO inf_ir.passages(corpus_id, external_id, title, body)
+SELECT corpus_id, x.id, x.title, x.body
+FROM inf_ir.corpora, (VALUES
+  ('d1', NULL, 'Cats sleep for twelve to sixteen hours a day.'),
+  ('d2', 'Dogs', 'Dogs need a daily walk and regular exercise.'),
+  ('d3', NULL, 'Goldfish can live for more than ten years in a good tank.'),
+  ('d4', NULL, 'A randomized trial found that cat owners had lower blood pressure.'),
+  ('d5', NULL, 'Parrots can learn to imitate human speech.')) AS x(id, title, body)
+WHERE name = 'pets';
+
+-- Not embedded yet: a clear ERROR with the remedy.
+SELECT * FROM inf_search(NULL, 'how long do cats sleep', 3, 'pets');
+
+-- Embed, committing per batch (progress NOTICEs carry a rate, so they are
+-- hidden here; the view shows what was done).
+CALL inf_embed_corpus('pets', 2);
+SELECT corpus, model, total, embedded, pending, last_run_done, last_run_total, last_run_finished
+FROM inf_ir.embedding_progress WHERE corpus = 'pets';
+
+SELECT rank, external_id, round(score::numeric, 3) > 0 AS positive, body
+FROM inf_search(NULL, 'how long do cats sleep', 3, 'pets');
+
+-- The instruction changes the ranking.
+SELECT rank, external_id FROM inf_search('only scientific studies', 'cats', 2, 'pets');
+SELECT rank, external_id FROM inf_search(NULL, 'cats', 2, 'pets');
+
+-- inf_search equals an exact scan in plain SQL.
+SELECT array_agg(external_id ORDER BY rank) = (
+         SELECT array_agg(external_id ORDER BY s DESC, passage_id)
+         FROM (SELECT p.external_id, p.passage_id,
+                      (SELECT sum(a::float8 * b::float8) FROM unnest(p.embedding, inf_embed_query(NULL, 'pet health')) t(a, b)) s
+               FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'pets') x)
+       AS same_as_sql_scan
+FROM inf_search(NULL, 'pet health', 5, 'pets');
+
+-- Vector form, and k larger than the corpus.
+SELECT count(*) FROM inf_search_vector(inf_embed_query(NULL, 'fish'), 100, 'pets');
+SELECT external_id FROM inf_search_vector(inf_embed_query(NULL, 'fish'), 1, 'pets');
+
+-- Changes are seen at once: an UPDATE of the text makes the embedding stale
+-- (reported, not silently dropped), a DELETE removes the row from results.
+UPDATE inf_ir.passages SET body = 'Hamsters are nocturnal.' WHERE external_id = 'd5';
+SELECT embedding IS NULL AS stale FROM inf_ir.passages WHERE external_id = 'd5';
+SET client_min_messages = notice;
+SELECT count(*) FROM inf_search(NULL, 'parrots', 10, 'pets');
+RESET client_min_messages;
+CALL inf_embed_corpus('pets');
+DELETE FROM inf_ir.passages WHERE external_id = 'd3';
+SELECT external_id FROM inf_search(NULL, 'goldfish', 5, 'pets') ORDER BY rank;
+
+-- A rolled-back change leaves no trace in results.
+BEGIN;
+DELETE FROM inf_ir.passages WHERE external_id = 'd1';
+SELECT count(*) AS inside_txn FROM inf_search(NULL, 'cats', 10, 'pets');
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM inf_search(NULL, 'cats', 10, 'pets');
+
+-- Re-ranking candidate ids (e.g. from full-text search).
+SELECT rank, external_id FROM inf_rerank(NULL, 'sleeping cats',
+  (SELECT array_agg(passage_id) FROM inf_ir.passages WHERE external_id IN ('d1', 'd2', 'd4')));
+SELECT count(*) FROM inf_rerank(NULL, 'x', ARRAY[]::bigint[]);
+SELECT count(*) FROM inf_rerank(NULL, 'x', ARRAY[-1, NULL]::bigint[]);
+
+-- Bad input: clear ERRORs, the session goes on.
+SELECT * FROM inf_search(NULL, 'q', 0, 'pets');
+SELECT * FROM inf_search(NULL, 'q', 1000000, 'pets');
+SELECT * FROM inf_search(NULL, 'q', NULL, 'pets');
+SELECT * FROM inf_search(NULL, NULL, 5, 'pets');
+SELECT * FROM inf_search(NULL, 'q', 5, 'nope');
+SELECT * FROM inf_search_vector(ARRAY[1, 2, 3]::real[], 5, 'pets');
+SELECT * FROM inf_search_vector(NULL, 5, 'pets');
+CALL inf_embed_corpus('nope');
+CALL inf_embed_corpus('pets', 0);
+SELECT inf_create_corpus('pets');
+SELECT inf_create_corpus('other', 'nope');
+SELECT inf_create_corpus('empty') > 0 AS created;
+SELECT count(*) FROM inf_search(NULL, 'q', 5, 'empty');
+
+-- JSONL loading: whole file or nothing; server files need privileges.
+\! printf '{"_id": "a", "title": "T", "text": "first"}\n{"_id": 2, "text": "second", "metadata": {"lang": "en"}}\n' > /tmp/inf_ir_fixtures/ok.jsonl
+\! printf '{"_id": "a", "text": "fine"}\n{"_id": "b", "text": }\n' > /tmp/inf_ir_fixtures/bad.jsonl
+SELECT * FROM inf_load_jsonl('loaded', '/tmp/inf_ir_fixtures/ok.jsonl');
+SELECT * FROM inf_load_jsonl('loaded', '/tmp/inf_ir_fixtures/ok.jsonl');
+SELECT external_id, title, body, metadata FROM inf_ir.passages JOIN inf_ir.corpora USING (corpus_id)
+WHERE name = 'loaded' ORDER BY external_id;
+SELECT * FROM inf_load_jsonl('loaded', '/tmp/inf_ir_fixtures/bad.jsonl');
+SELECT * FROM inf_load_jsonl('loaded', '/tmp/inf_ir_fixtures/missing.jsonl');
+SELECT count(*) FROM inf_ir.passages JOIN inf_ir.corpora USING (corpus_id) WHERE name = 'loaded';
+CREATE ROLE inf_ir_reader LOGIN;
+SET ROLE inf_ir_reader;
+SELECT * FROM inf_load_jsonl('loaded', '/etc/passwd');
+SELECT count(*) > 0 AS can_search FROM inf_search(NULL, 'cats', 2, 'pets');
+RESET ROLE;
+DROP ROLE inf_ir_reader;
+
+SELECT inf_drop_corpus('loaded'), inf_drop_corpus('loaded');
+SELECT inf_drop_corpus('empty'), inf_drop_corpus('pets');
