@@ -47,4 +47,7 @@ step "inf_search under concurrent inserts, updates and deletes"
 step "Retrieval figures vs ../shared/REFERENCE.md (SciFact search, DL19 re-rank)"
 "$VENV/bin/python" tests/python/eval_retrieval.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
 
+step "Dataset: msmarco-sample import, JSONL round trip, metrics vs an independent implementation"
+"$VENV/bin/python" tests/python/test_dataset.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
+
 step "All tests passed"

@@ -4,6 +4,7 @@
 //! SQL: settings, the model registry, the embedding functions.
 
 pub mod engine;
+pub mod formats;
 pub(crate) mod pg;
 
 ::pgrx::pg_module_magic!();

@@ -4,6 +4,7 @@
 pub mod batching;
 pub mod error;
 pub mod fingerprint;
+pub mod metrics;
 pub mod model;
 pub mod model_folder;
 pub mod pooling;

@@ -1,6 +1,7 @@
 //! Corpora: creating them, and loading passages from JSONL server files.
 
 use super::errors::{raise, raise_with};
+use super::privileges;
 use super::registry;
 use crate::engine::EngineError;
 use pgrx::prelude::*;
@@ -105,15 +106,6 @@ fn inf_drop_corpus(name: &str) -> bool {
     .unwrap_or(false)
 }
 
-fn may_read_server_files() -> bool {
-    let superuser = unsafe { pg_sys::superuser() };
-    superuser
-        || Spi::get_one::<bool>("SELECT pg_has_role(current_user, 'pg_read_server_files', 'USAGE')")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-}
-
 #[derive(serde::Deserialize)]
 struct JsonPassage {
     #[serde(alias = "id", rename = "_id")]
@@ -137,19 +129,8 @@ fn inf_load_jsonl(
     path: &str,
     model: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(inserted, i64), name!(updated, i64), name!(unchanged, i64))> {
-    if !may_read_server_files() {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "only superusers and members of pg_read_server_files may load server files",
-            "load with plain INSERT or client-side \\copy into inf_ir.passages instead",
-        );
-    }
-    let content = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        raise(
-            EngineError::files(format!("cannot read {path}: {e}"))
-                .with_hint("the path is on the database server and must be readable by its OS user"),
-        )
-    });
+    privileges::require_read_server_files("load server files");
+    let content = privileges::read_server_file(path);
     let mut ids = Vec::new();
     let mut titles: Vec<Option<String>> = Vec::new();
     let mut bodies = Vec::new();

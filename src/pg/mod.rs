@@ -2,11 +2,14 @@
 
 mod corpus;
 mod corpus_cache;
+mod dataset;
 mod embed;
 mod errors;
+mod evaluation;
 mod gucs;
 mod interrupt;
 mod model_cache;
+mod privileges;
 mod registry;
 mod search;
 
