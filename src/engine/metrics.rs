@@ -234,8 +234,8 @@ mod tests {
         let new = run(&["d2", "d4", "d3", "d1"]);
         // d1: 1 -> 4 (0.75); d4: 4 -> 2 (-0.5); mean 0.125
         assert_eq!(p_mrr_query(&og, &new, &run(&["d1", "d4"])), Some(0.125));
-        // Missing from the changed run: ranks len + 1 = 5 -> 1 - 2/5 = 0.6
-        assert_eq!(p_mrr_query(&og, &run(&["d1"]), &run(&["d2"])), Some(0.6));
+        // Missing from the changed run: ranks just below its last (3 + 1 = 4) -> 1 - 2/4 = 0.5
+        assert_eq!(p_mrr_query(&og, &run(&["d1", "d3", "d4"]), &run(&["d2"])), Some(0.5));
         assert_eq!(p_mrr_query(&og, &new, &[]), None);
     }
 
