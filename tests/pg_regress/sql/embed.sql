@@ -66,6 +66,6 @@ SELECT inf_embed_query('about cats', repeat('dogs ', 1000))
 -- Casting to a float array (or pgvector's vector, where installed) works.
 SELECT pg_typeof(inf_embed('x')::float8[]) AS as_float8;
 
--- Volatility and strictness as documented.
+-- Volatility, strictness and parallel labels of every inf_ function, as documented.
 SELECT proname, provolatile, proisstrict, proparallel
 FROM pg_proc WHERE proname LIKE 'inf\_%' ORDER BY proname;
