@@ -114,6 +114,8 @@ fn inf_import_seed(
 
 #[derive(Deserialize)]
 struct InstructionLine {
+    #[serde(rename = "_id", default)]
+    id: Option<serde_json::Value>,
     text: String,
     #[serde(default)]
     query_id: Option<serde_json::Value>,
@@ -122,9 +124,11 @@ struct InstructionLine {
 }
 
 /// Form positive tuples from a JSONL file of instructions written for seed
-/// queries (`text`, and the query id in `query_id` or `metadata.origin_query`):
-/// one group per instruction and judged-relevant passage of its query.
-/// Idempotent. Instructions whose query is not in the seed are counted as skipped.
+/// queries: one group per instruction and judged-relevant passage of its
+/// query. The query is found by `query_id`, else by the `_id` prefix before
+/// its last `_` (InstructIR's `1078446_1`), else by `metadata.origin_query`
+/// equal to the query's text. Idempotent; unmatched instructions are counted
+/// as skipped.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_form_positives(
     instructions_path: &str,
@@ -141,40 +145,49 @@ fn inf_form_positives(
     require_read_server_files("import server files");
     let lines: Vec<InstructionLine> =
         parse_jsonl(&read_server_file(instructions_path)).unwrap_or_else(|e| line_error(instructions_path, e));
-    let mut texts = Vec::with_capacity(lines.len());
-    let mut query_ids = Vec::with_capacity(lines.len());
-    for (n, l) in lines.iter().enumerate() {
-        let qid = l
-            .query_id
-            .as_ref()
-            .or_else(|| l.metadata.as_ref().and_then(|m| m.get("origin_query")))
-            .map(id_text)
-            .unwrap_or_else(|| {
-                raise(EngineError::invalid(format!(
-                    "{instructions_path}: instruction {} has no query_id or metadata.origin_query",
-                    n + 1
-                )))
-            });
-        texts.push(l.text.clone());
-        query_ids.push(qid);
-    }
+    let texts: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+    let ids: Vec<Option<String>> = lines
+        .iter()
+        .map(|l| {
+            l.query_id.as_ref().map(id_text).or_else(|| {
+                let id = id_text(l.id.as_ref()?);
+                id.rsplit_once('_').map(|(prefix, _)| prefix.to_string())
+            })
+        })
+        .collect();
+    let origins: Vec<Option<String>> = lines
+        .iter()
+        .map(|l| {
+            l.metadata
+                .as_ref()
+                .and_then(|m| m.get("origin_query"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect();
     let total = texts.len() as i64;
     let (added, skipped) = Spi::get_two_with_args::<i64, i64>(
-        "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[]) AS u(instruction, qid)),
+        "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(instruction, qid, origin, n)),
+         resolved AS (
+             SELECT i.n, i.instruction,
+                    COALESCE((SELECT q.query_id FROM inf_ir.seed_queries q WHERE q.query_id = i.qid),
+                             (SELECT q.query_id FROM inf_ir.seed_queries q WHERE q.text = i.origin ORDER BY q.query_id LIMIT 1)) AS qid
+             FROM input i WHERE btrim(i.instruction) <> ''),
          matched AS (
-             SELECT i.qid, i.instruction, q.text AS query, p.text AS passage
-             FROM input i JOIN inf_ir.seed_queries q ON q.query_id = i.qid
-             JOIN inf_ir.seed_qrels r ON r.query_id = q.query_id AND r.relevance > 0
-             JOIN inf_ir.seed_passages p ON p.passage_id = r.passage_id
-             WHERE btrim(i.instruction) <> ''),
+             SELECT r.n, r.qid, r.instruction, q.text AS query, p.text AS passage
+             FROM resolved r JOIN inf_ir.seed_queries q ON q.query_id = r.qid
+             JOIN inf_ir.seed_qrels j ON j.query_id = q.query_id AND j.relevance > 0
+             JOIN inf_ir.seed_passages p ON p.passage_id = j.passage_id),
          ins AS (
              INSERT INTO inf_ir.tuple_groups(seed_query_id, query, instruction, passage, source, generator)
-             SELECT qid, query, instruction, passage, $3, $4 FROM matched
+             SELECT DISTINCT ON (md5(query || chr(1) || instruction || chr(1) || passage))
+                    qid, query, instruction, passage, $4, $5
+             FROM matched ORDER BY md5(query || chr(1) || instruction || chr(1) || passage), n
              ON CONFLICT ((md5(query || chr(1) || instruction || chr(1) || passage))) DO NOTHING
              RETURNING 1)
          SELECT (SELECT count(*) FROM ins),
-                (SELECT count(*) FROM input i WHERE NOT EXISTS (SELECT 1 FROM matched m WHERE m.qid = i.qid))",
-        &[texts.into(), query_ids.into(), source.into(), generator.into()],
+                (SELECT count(*) FROM input i WHERE NOT EXISTS (SELECT 1 FROM matched m WHERE m.n = i.n))",
+        &[texts.into(), ids.into(), origins.into(), source.into(), generator.into()],
     )
     .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
     TableIterator::once((added.unwrap_or(0), total, skipped.unwrap_or(0)))
