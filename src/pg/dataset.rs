@@ -10,7 +10,7 @@ use super::privileges::{read_server_file, require_read_server_files};
 use super::registry;
 use crate::engine::template::Template;
 use crate::engine::topk::dot;
-use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, Embedder, EngineError};
 use crate::formats::{id_text, parse_jsonl, parse_qrels, InfIrRow, LineError};
 use pgrx::prelude::*;
 use serde::Deserialize;
@@ -359,10 +359,7 @@ fn inf_validate_tuples(
     let engine = model_cache::get(&row);
     let evaluator = format!("bi-encoder:{}", row.spec.name);
     let groups = read_rows(if only_pending { Some("pending") } else { None }, true);
-    let options = BatchOptions {
-        token_budget: gucs::batch_tokens(),
-        ..BatchOptions::default()
-    };
+    let options = gucs::batch_options();
     let mut scored = 0i64;
     for chunk in groups.chunks(VALIDATION_CHUNK) {
         let mut inputs = Vec::with_capacity(chunk.len() * 6);

@@ -5,15 +5,8 @@ use super::gucs;
 use super::interrupt::PgInterrupt;
 use super::model_cache;
 use super::registry;
-use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, Embedder, EngineError};
 use pgrx::prelude::*;
-
-fn batch_options() -> BatchOptions {
-    BatchOptions {
-        token_budget: gucs::batch_tokens(),
-        ..BatchOptions::default()
-    }
-}
 
 /// Embed the present inputs with `model`; `None` inputs give `None` vectors.
 fn embed_all(inputs: &[Option<EmbedInput<'_>>], model: Option<&str>) -> Vec<Option<Vec<f32>>> {
@@ -24,7 +17,7 @@ fn embed_all(inputs: &[Option<EmbedInput<'_>>], model: Option<&str>) -> Vec<Opti
     let row = registry::lookup(model);
     let engine = model_cache::get(&row);
     let mut vectors = engine
-        .embed(&present, batch_options(), &PgInterrupt)
+        .embed(&present, gucs::batch_options(), &PgInterrupt)
         .or_raise()
         .into_iter();
     inputs.iter().map(|i| i.as_ref().and_then(|_| vectors.next())).collect()

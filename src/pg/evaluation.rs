@@ -7,7 +7,7 @@ use super::interrupt::PgInterrupt;
 use super::model_cache;
 use super::registry;
 use crate::engine::metrics::{self, Judgments, Ranking};
-use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, Embedder, EngineError};
 use pgrx::prelude::*;
 use std::collections::HashMap;
 
@@ -225,10 +225,7 @@ fn inf_aps(
         ))),
     };
     let row = registry::lookup(model);
-    let options = BatchOptions {
-        token_budget: gucs::batch_tokens(),
-        ..BatchOptions::default()
-    };
+    let options = gucs::batch_options();
     let vectors = model_cache::get(&row).embed(&inputs, options, &PgInterrupt).or_raise();
     let aps = metrics::average_pairwise_cosine(&vectors);
     let bound = if exact {

@@ -97,6 +97,10 @@ pub fn threads() -> usize {
     }
 }
 
-pub fn batch_tokens() -> usize {
-    BATCH_TOKENS.get() as usize
+/// Batch options for one embedding call under this session's settings.
+pub fn batch_options() -> crate::engine::BatchOptions {
+    crate::engine::BatchOptions {
+        token_budget: BATCH_TOKENS.get() as usize,
+        ..Default::default()
+    }
 }

@@ -8,7 +8,7 @@ use super::interrupt::PgInterrupt;
 use super::model_cache;
 use super::registry::{self, ModelRow};
 use crate::engine::topk::{dot, Hit};
-use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, Embedder, EngineError};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::collections::HashMap;
@@ -48,10 +48,7 @@ fn required<'a>(value: Option<&'a str>, what: &str) -> &'a str {
 
 fn embed_query(model: &ModelRow, instruction: Option<&str>, query: &str) -> Vec<f32> {
     let engine = model_cache::get(model);
-    let options = BatchOptions {
-        token_budget: gucs::batch_tokens(),
-        ..BatchOptions::default()
-    };
+    let options = gucs::batch_options();
     let mut v = engine
         .embed(&[EmbedInput::Query { instruction, query }], options, &PgInterrupt)
         .or_raise();
@@ -275,10 +272,7 @@ fn inf_rerank(
     let mut fresh = if missing.is_empty() {
         Vec::new().into_iter()
     } else {
-        let options = BatchOptions {
-            token_budget: gucs::batch_tokens(),
-            ..BatchOptions::default()
-        };
+        let options = gucs::batch_options();
         model_cache::get(&model)
             .embed(&missing, options, &PgInterrupt)
             .or_raise()

@@ -15,9 +15,12 @@ SET inf_ir.onnxruntime_library = '';
 SELECT inf_embed('x');
 RESET inf_ir.onnxruntime_library;
 SELECT array_length(inf_embed('x'), 1) AS recovered_dims;
--- Once loaded, a session cannot switch libraries.
+-- Once loaded, a session cannot switch libraries (the message names the
+-- installed path, so only the SQLSTATE is shown here).
 SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/libonnxruntime.so.1.20.1';
+\set VERBOSITY sqlstate
 SELECT inf_embed('x');
+\set VERBOSITY terse
 RESET inf_ir.onnxruntime_library;
 
 -- Threads and batch size are per-session settings; results do not depend on them.
