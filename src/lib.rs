@@ -1,7 +1,8 @@
 //! inf_ir: instruction-following retrieval inside PostgreSQL.
 //!
-//! `engine` is pure Rust (tokenize, run, pool) with no pgrx; `pg` adapts it to
-//! SQL: settings, the model registry, the embedding functions.
+//! `engine` (tokenize, run, pool, top-k, metrics) and `formats` (file
+//! formats) are pure Rust with no pgrx; `pg` adapts them to SQL: settings,
+//! the model registry, embedding, corpora and search, the dataset.
 
 pub mod engine;
 pub mod formats;
@@ -18,11 +19,3 @@ pub extern "C-unwind" fn _PG_init() {
 // A panic must unwind into pgrx's error handling, never abort the server.
 #[cfg(not(panic = "unwind"))]
 compile_error!("inf_ir must be built with panic = \"unwind\"");
-
-#[cfg(test)]
-pub mod pg_test {
-    pub fn setup(_options: Vec<&str>) {}
-    pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
-    }
-}

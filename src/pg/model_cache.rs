@@ -42,12 +42,6 @@ pub fn get(row: &ModelRow) -> Arc<EmbeddingModel> {
             return cached.model.clone();
         }
     }
-    load_checked(row)
-}
-
-/// Load `row`'s model after checking its files still match the fingerprint.
-pub fn load_checked(row: &ModelRow) -> Arc<EmbeddingModel> {
-    let runtime = runtime_options();
     let now = compute_fingerprint(&row.folder, &row.spec.onnx_file, &row.spec.tokenizer_file).or_raise();
     if now != row.fingerprint {
         raise(
@@ -60,6 +54,13 @@ pub fn load_checked(row: &ModelRow) -> Arc<EmbeddingModel> {
             ),
         );
     }
+    load(row)
+}
+
+/// Load `row`'s model into this backend's cache. Callers have checked its
+/// fingerprint (`get` against the files, registration by computing it).
+pub fn load(row: &ModelRow) -> Arc<EmbeddingModel> {
+    let runtime = runtime_options();
     let model = Arc::new(EmbeddingModel::load(row.spec.clone(), &runtime).or_raise());
     CACHE.lock().get_or_insert_with(HashMap::new).insert(
         row.spec.name.clone(),

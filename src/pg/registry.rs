@@ -83,8 +83,9 @@ fn inf_register_model(
         );
     };
     let row = build_row(name, folder, query_template, passage_template, pooling, max_tokens).or_raise();
-    // Loading proves the files work together (and warms this session's cache).
-    model_cache::load_checked(&row);
+    // Loading proves the files work together (and warms this session's cache);
+    // build_row has just computed the fingerprint from the same files.
+    model_cache::load(&row);
     store_row(&row);
     let s = &row.spec;
     TableIterator::once((
