@@ -37,7 +37,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"inf_ir.threads",
-        c"ONNX Runtime intra-op threads per session (0: one per CPU core).",
+        c"Threads per session for ONNX Runtime and the search scan (0: one per CPU core).",
         c"ONNX Runtime would otherwise take every core in every session.",
         &THREADS,
         0,
