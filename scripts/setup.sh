@@ -90,7 +90,9 @@ mv "$SERVER_CONF.tmp" "$SERVER_CONF"
 if [ -d /etc/postgresql/15/main/conf.d ]; then
   cp "$SERVER_CONF" /etc/postgresql/15/main/conf.d/inf_ir.conf
 fi
-chmod -R a+rX "$INF_IR_HOME"
+# The server's OS user must read the assets (never the clusters' data directories).
+chmod a+rx "$INF_IR_HOME"
+chmod -R a+rX "$INF_IR_HOME/models" "$INF_IR_HOME/onnxruntime" "$SERVER_CONF"
 echo "ok"
 
 step "Build and install the extension (release)"

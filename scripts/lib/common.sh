@@ -29,6 +29,7 @@ jit = off
 include '$SERVER_CONF'
 CONF
   fi
+  chmod 700 "$dir"  # PostgreSQL refuses a data directory others can read
   if ! runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     # RUST_BACKTRACE in the server would append backtraces to error texts.
     env -u RUST_BACKTRACE runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null \

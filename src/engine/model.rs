@@ -203,7 +203,7 @@ impl EmbeddingModel {
         let terminated = AtomicBool::new(false);
         let mut session = self.session.lock();
         let result = std::thread::scope(|scope| {
-            if let Some(interrupt) = interrupt {
+            let watcher = interrupt.map(|interrupt| {
                 // ONNX Runtime blocks this thread; a watcher turns a pending
                 // interrupt into a terminate request so cancels land promptly.
                 scope.spawn(|| {
@@ -215,10 +215,15 @@ impl EmbeddingModel {
                         }
                         std::thread::park_timeout(WATCH_INTERVAL);
                     }
-                });
-            }
+                })
+            });
             let outputs = session.run_with_options(inputs, &options);
             finished.store(true, Ordering::Release);
+            // Wake the watcher now: the scope waits for it, and its park would
+            // otherwise add up to WATCH_INTERVAL to every batch.
+            if let Some(watcher) = &watcher {
+                watcher.thread().unpark();
+            }
             let outputs = match outputs {
                 Ok(o) => o,
                 Err(_) if terminated.load(Ordering::Acquire) => return Err(EngineError::cancelled()),
