@@ -66,7 +66,7 @@ impl Template {
     }
 
     fn has(&self, slot: Slot) -> bool {
-        self.pieces.iter().any(|p| *p == Piece::Slot(slot))
+        self.pieces.contains(&Piece::Slot(slot))
     }
 
     fn parse(source: &str) -> EngineResult<Self> {

@@ -404,8 +404,8 @@ mod tests {
 
     #[test]
     fn int8_dot_kernels_agree() {
-        let a: Vec<i8> = (0..389).map(|i| ((i * 37 % 255) as i32 - 127) as i8).collect();
-        let b: Vec<i8> = (0..389).map(|i| ((i * 91 % 255) as i32 - 127) as i8).collect();
+        let a: Vec<i8> = (0..389).map(|i| (i * 37 % 255 - 127) as i8).collect();
+        let b: Vec<i8> = (0..389).map(|i| (i * 91 % 255 - 127) as i8).collect();
         let extremes = vec![-127i8; 64];
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {

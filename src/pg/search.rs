@@ -55,6 +55,14 @@ fn embed_query(model: &ModelRow, instruction: Option<&str>, query: &str) -> Vec<
     v.pop().expect("one vector per input")
 }
 
+/// The named corpus and the model its passages are embedded with.
+fn resolve_corpus(name: Option<&str>) -> (&str, CorpusRow, ModelRow) {
+    let name = required(name, "corpus");
+    let corpus = corpus::lookup(name);
+    let model = registry::lookup(Some(&corpus.model));
+    (name, corpus, model)
+}
+
 /// Rank `corpus`'s passages against `query_vector`: exact top-k over the
 /// corpus's in-memory matrix, then the texts of the hits from the table.
 fn search_corpus(
@@ -151,9 +159,7 @@ fn inf_search(
 > {
     let query = required(query, "query");
     let k = check_k(k);
-    let corpus_name = required(corpus, "corpus");
-    let corpus = corpus::lookup(corpus_name);
-    let model = registry::lookup(Some(&corpus.model));
+    let (corpus_name, corpus, model) = resolve_corpus(corpus);
     let vector = embed_query(&model, instruction, query);
     search_corpus(corpus_name, &corpus, &model, &vector, k)
 }
@@ -178,9 +184,7 @@ fn inf_search_vector(
         raise(EngineError::invalid("query_embedding must not be NULL").with_hint("pass inf_embed_query(...)"))
     });
     let k = check_k(k);
-    let corpus_name = required(corpus, "corpus");
-    let corpus = corpus::lookup(corpus_name);
-    let model = registry::lookup(Some(&corpus.model));
+    let (corpus_name, corpus, model) = resolve_corpus(corpus);
     search_corpus(corpus_name, &corpus, &model, &vector, k)
 }
 
