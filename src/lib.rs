@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod formats;
+pub mod worker;
 pub(crate) mod pg;
 
 ::pgrx::pg_module_magic!();

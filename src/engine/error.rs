@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// The caller passed something unusable (bad template, mismatched arrays).
     InvalidInput,
@@ -15,9 +15,11 @@ pub enum ErrorKind {
     Inference,
     /// The caller asked to stop (query cancel, statement_timeout).
     Cancelled,
+    /// The shared inference worker is not running or ended during a call.
+    Worker,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineError {
     pub kind: ErrorKind,
     pub message: String,
@@ -48,6 +50,10 @@ impl EngineError {
 
     pub fn inference(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Inference, message)
+    }
+
+    pub fn worker(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Worker, message)
     }
 
     pub fn cancelled() -> Self {

@@ -4,7 +4,7 @@
 use super::error::{EngineError, EngineResult};
 use sha2::{Digest, Sha256};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// SHA-256 over each file's name and content, in the given order; the first
 /// 16 bytes in hex. Missing optional files contribute their name only.
@@ -31,6 +31,40 @@ pub fn fingerprint(folder: &Path, files: &[&Path]) -> EngineResult<String> {
         }
     }
     Ok(hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The files whose content defines a model's vectors.
+pub fn model_files(folder: &Path, onnx: &Path, tokenizer: &Path) -> Vec<PathBuf> {
+    let mut files = vec![onnx.to_path_buf(), tokenizer.to_path_buf()];
+    for extra in [
+        "config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
+        files.push(folder.join(extra));
+    }
+    files
+}
+
+/// The fingerprint of a model folder as registered (ONNX file, tokenizer, configs).
+pub fn model_fingerprint(folder: &Path, onnx: &Path, tokenizer: &Path) -> EngineResult<String> {
+    let files = model_files(folder, onnx, tokenizer);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    fingerprint(folder, &refs)
+}
+
+/// Refuse to load a model whose files changed since registration: its
+/// vectors would not be comparable with the stored ones.
+pub fn check_model_unchanged(name: &str, folder: &Path, onnx: &Path, tokenizer: &Path, registered: &str) -> EngineResult<()> {
+    let now = model_fingerprint(folder, onnx, tokenizer)?;
+    if now != registered {
+        return Err(EngineError::files(format!(
+            "the files of model \"{name}\" changed since it was registered (fingerprint {registered} is now {now})"
+        ))
+        .with_hint("vectors made before are not comparable: re-register it with inf_register_model(), then re-embed"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Everything needed to load a model; the SQL registry stores these fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
     pub name: String,
     pub onnx_file: PathBuf,
@@ -279,8 +279,21 @@ impl Embedder for EmbeddingModel {
             }
             tokenized.push(self.tokenize(input)?);
         }
+        self.embed_tokenized(&tokenized, batch, interrupt)
+    }
+}
+
+impl EmbeddingModel {
+    /// Embed texts already tokenized by `tokenize` (the shared worker
+    /// tokenizes in each client's thread, then batches across clients).
+    pub fn embed_tokenized(
+        &self,
+        tokenized: &[TokenizedText],
+        batch: BatchOptions,
+        interrupt: &dyn Interrupt,
+    ) -> EngineResult<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
-        let mut result: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+        let mut result: Vec<Vec<f32>> = vec![Vec::new(); tokenized.len()];
         for indices in plan_batches(&lengths, batch.token_budget, batch.max_rows) {
             interrupt.checkpoint()?;
             let texts: Vec<&TokenizedText> = indices.iter().map(|&i| &tokenized[i]).collect();

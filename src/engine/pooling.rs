@@ -2,7 +2,7 @@
 
 use super::error::{EngineError, EngineResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Pooling {
     /// Average of the token states under the attention mask.
     Mean,

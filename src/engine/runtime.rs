@@ -52,12 +52,15 @@ fn check_same(loaded: &'static Loaded, library: &Path) -> EngineResult<&'static 
         return Err(EngineError::new(
             ErrorKind::Runtime,
             format!(
-                "this session already loaded ONNX Runtime from {}; it cannot switch to {}",
+                "this process already loaded ONNX Runtime from {}; it cannot switch to {}",
                 loaded.path.display(),
                 library.display()
             ),
         )
-        .with_hint("a changed inf_ir.onnxruntime_library takes effect in new sessions"));
+        .with_hint(
+            "a changed inf_ir.onnxruntime_library takes effect in new sessions, and in the shared worker \
+             (inf_ir.inference = worker) after a server restart",
+        ));
     }
     Ok(&loaded.environment)
 }

@@ -2,15 +2,15 @@
 //! JSONL import/export in the released layout, training triples, and the
 //! bi-encoder proxy evaluator.
 
+use super::inference;
 use super::errors::{raise, OrRaise};
 use super::gucs;
 use super::interrupt::PgInterrupt;
-use super::model_cache;
 use super::privileges::{read_server_file, require_read_server_files};
 use super::registry;
 use crate::engine::template::Template;
 use crate::engine::topk::dot;
-use crate::engine::{EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, EngineError};
 use crate::formats::{id_text, parse_jsonl, parse_qrels, InfIrRow, LineError};
 use pgrx::prelude::*;
 use serde::Deserialize;
@@ -356,7 +356,7 @@ fn inf_validate_tuples(
     ),
 > {
     let row = registry::lookup(model);
-    let engine = model_cache::get(&row);
+    let engine = inference::embedder(&row);
     let evaluator = format!("bi-encoder:{}", row.spec.name);
     let groups = read_rows(if only_pending { Some("pending") } else { None }, true);
     let options = gucs::batch_options();

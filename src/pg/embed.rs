@@ -1,11 +1,9 @@
 //! SQL embedding functions: one text, or many in one call (batched).
 
-use super::errors::{raise, OrRaise};
-use super::gucs;
-use super::interrupt::PgInterrupt;
-use super::model_cache;
+use super::errors::raise;
+use super::inference;
 use super::registry;
-use crate::engine::{EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, EngineError};
 use pgrx::prelude::*;
 
 /// Embed the present inputs with `model`; `None` inputs give `None` vectors.
@@ -15,11 +13,7 @@ fn embed_all(inputs: &[Option<EmbedInput<'_>>], model: Option<&str>) -> Vec<Opti
         return vec![None; inputs.len()];
     }
     let row = registry::lookup(model);
-    let engine = model_cache::get(&row);
-    let mut vectors = engine
-        .embed(&present, gucs::batch_options(), &PgInterrupt)
-        .or_raise()
-        .into_iter();
+    let mut vectors = inference::embed(&row, &present).into_iter();
     inputs.iter().map(|i| i.as_ref().and_then(|_| vectors.next())).collect()
 }
 

@@ -11,6 +11,7 @@ fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::Runtime => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
         ErrorKind::Inference => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
         ErrorKind::Cancelled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+        ErrorKind::Worker => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
     }
 }
 

@@ -1,13 +1,11 @@
 //! Evaluation in SQL: ranking metrics over stored runs and qrels, FollowIR's
 //! p-MRR, and the diversity measures APS and INGF (definitions: docs/metrics.md).
 
-use super::errors::{raise, OrRaise};
-use super::gucs;
-use super::interrupt::PgInterrupt;
-use super::model_cache;
+use super::inference;
+use super::errors::raise;
 use super::registry;
 use crate::engine::metrics::{self, Judgments, Ranking};
-use crate::engine::{EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, EngineError};
 use pgrx::prelude::*;
 use std::collections::HashMap;
 
@@ -225,8 +223,7 @@ fn inf_aps(
         ))),
     };
     let row = registry::lookup(model);
-    let options = gucs::batch_options();
-    let vectors = model_cache::get(&row).embed(&inputs, options, &PgInterrupt).or_raise();
+    let vectors = inference::embed(&row, &inputs);
     let aps = metrics::average_pairwise_cosine(&vectors);
     let bound = if exact {
         0.0

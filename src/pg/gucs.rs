@@ -1,6 +1,7 @@
 //! Every inf_ir setting, as a typed static with an accessor.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
 use std::ffi::CString;
 use std::path::PathBuf;
 
@@ -9,6 +10,23 @@ static SERVER_MODELS: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
+static INFERENCE: GucSetting<Inference> = GucSetting::<Inference>::new(Inference::Auto);
+static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static WORKER_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(4);
+
+/// Where this session's embeddings are computed.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Inference {
+    /// The shared worker when inf_ir is preloaded, else this backend.
+    #[name = c"auto"]
+    Auto,
+    /// The shared worker; an error if it is not configured.
+    #[name = c"worker"]
+    Worker,
+    /// This backend loads its own copy of each model.
+    #[name = c"local"]
+    Local,
+}
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -53,6 +71,35 @@ pub fn init() {
         256,
         1_048_576,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"inf_ir.inference",
+        c"Where embeddings are computed: auto, worker or local.",
+        c"auto uses the shared worker when inf_ir is in shared_preload_libraries and this backend otherwise. \
+          Only superusers may set it: local mode loads a model copy per session.",
+        &INFERENCE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"inf_ir.worker_batch_wait",
+        c"How long a request in the shared worker waits for others to join its batch.",
+        c"Only while other sessions are connected to the worker; 0 never waits. Read when the model host starts.",
+        &WORKER_BATCH_WAIT_MS,
+        0,
+        1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"inf_ir.worker_max_models",
+        c"Models the shared worker keeps loaded; the least recently used goes first.",
+        c"Read when the model host starts.",
+        &WORKER_MAX_MODELS,
+        1,
+        64,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     unsafe {
@@ -103,4 +150,16 @@ pub fn batch_options() -> crate::engine::BatchOptions {
         token_budget: BATCH_TOKENS.get() as usize,
         ..Default::default()
     }
+}
+
+pub fn inference() -> Inference {
+    INFERENCE.get()
+}
+
+pub fn worker_batch_wait() -> std::time::Duration {
+    std::time::Duration::from_millis(WORKER_BATCH_WAIT_MS.get().max(0) as u64)
+}
+
+pub fn worker_max_models() -> usize {
+    WORKER_MAX_MODELS.get().max(1) as usize
 }

@@ -12,7 +12,12 @@ mod model_cache;
 mod privileges;
 mod registry;
 mod search;
+mod worker;
+mod worker_client;
+mod inference;
+mod worker_status;
 
 pub fn init() {
     gucs::init();
+    worker::register_if_preloading();
 }

@@ -2,10 +2,11 @@
 //! registry row on every use, so a re-registration or a changed file is
 //! noticed at once. (A later issue moves models into one shared worker.)
 
-use super::errors::{raise, raise_with, OrRaise};
+use super::errors::{raise_with, OrRaise};
 use super::gucs;
-use super::registry::{compute_fingerprint, ModelRow};
-use crate::engine::{EmbeddingModel, EngineError, RuntimeOptions};
+use super::registry::ModelRow;
+use crate::engine::fingerprint::check_model_unchanged;
+use crate::engine::{EmbeddingModel, RuntimeOptions};
 use parking_lot::Mutex;
 use pgrx::PgSqlErrorCode;
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ struct Cached {
 
 static CACHE: Mutex<Option<HashMap<String, Cached>>> = Mutex::new(None);
 
-fn runtime_options() -> RuntimeOptions {
+pub fn runtime_options() -> RuntimeOptions {
     let library = gucs::onnxruntime_library().unwrap_or_else(|| {
         raise_with(
             PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
@@ -42,18 +43,14 @@ pub fn get(row: &ModelRow) -> Arc<EmbeddingModel> {
             return cached.model.clone();
         }
     }
-    let now = compute_fingerprint(&row.folder, &row.spec.onnx_file, &row.spec.tokenizer_file).or_raise();
-    if now != row.fingerprint {
-        raise(
-            EngineError::files(format!(
-                "the files of model \"{}\" changed since it was registered (fingerprint {} is now {now})",
-                row.spec.name, row.fingerprint
-            ))
-            .with_hint(
-                "vectors made before are not comparable: re-register it with inf_register_model(), then re-embed",
-            ),
-        );
-    }
+    check_model_unchanged(
+        &row.spec.name,
+        &row.folder,
+        &row.spec.onnx_file,
+        &row.spec.tokenizer_file,
+        &row.fingerprint,
+    )
+    .or_raise();
     load(row)
 }
 
@@ -71,4 +68,11 @@ pub fn load(row: &ModelRow) -> Arc<EmbeddingModel> {
         },
     );
     model
+}
+
+/// Names of the models loaded in this backend.
+pub fn loaded_names() -> Vec<String> {
+    let mut names: Vec<String> = CACHE.lock().as_ref().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+    names.sort();
+    names
 }

@@ -1,10 +1,10 @@
 //! The model registry: `inf_ir.models`, superuser-only registration, and the
 //! lookup that turns a model name into an engine `ModelSpec`.
 
+use super::inference;
 use super::errors::{raise, raise_with, warn, OrRaise};
 use super::gucs;
-use super::model_cache;
-use crate::engine::fingerprint::fingerprint;
+use crate::engine::fingerprint::model_fingerprint;
 use crate::engine::model_folder::{self, FolderDefaults};
 use crate::engine::template::Template;
 use crate::engine::{EngineError, ModelSpec, Pooling};
@@ -20,26 +20,6 @@ pub struct ModelRow {
     pub spec: ModelSpec,
     pub folder: PathBuf,
     pub fingerprint: String,
-}
-
-/// The files whose content defines the model's vectors.
-fn fingerprint_files(folder: &Path, onnx: &Path, tokenizer: &Path) -> Vec<PathBuf> {
-    let mut files = vec![onnx.to_path_buf(), tokenizer.to_path_buf()];
-    for extra in [
-        "config.json",
-        "modules.json",
-        "1_Pooling/config.json",
-        "sentence_bert_config.json",
-    ] {
-        files.push(folder.join(extra));
-    }
-    files
-}
-
-pub fn compute_fingerprint(folder: &Path, onnx: &Path, tokenizer: &Path) -> Result<String, EngineError> {
-    let files = fingerprint_files(folder, onnx, tokenizer);
-    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    fingerprint(folder, &refs)
 }
 
 fn require_superuser(what: &str) {
@@ -85,7 +65,7 @@ fn inf_register_model(
     let row = build_row(name, folder, query_template, passage_template, pooling, max_tokens).or_raise();
     // Loading proves the files work together (and warms this session's cache);
     // build_row has just computed the fingerprint from the same files.
-    model_cache::load(&row);
+    inference::prove_loadable(&row);
     store_row(&row);
     let s = &row.spec;
     TableIterator::once((
@@ -136,7 +116,7 @@ fn build_row(
         Some(n) => n as usize,
         None => default_max,
     };
-    let fingerprint = compute_fingerprint(&folder, &onnx_file, &tokenizer_file)?;
+    let fingerprint = model_fingerprint(&folder, &onnx_file, &tokenizer_file)?;
     Ok(ModelRow {
         spec: ModelSpec {
             name: name.to_string(),

@@ -1,14 +1,13 @@
 //! inf_search, inf_search_vector and inf_rerank.
 
+use super::inference;
 use super::corpus::{self, CorpusRow};
 use super::corpus_cache;
-use super::errors::{raise, raise_with, OrRaise};
+use super::errors::{raise, raise_with};
 use super::gucs;
-use super::interrupt::PgInterrupt;
-use super::model_cache;
 use super::registry::{self, ModelRow};
 use crate::engine::topk::{dot, Hit};
-use crate::engine::{EmbedInput, Embedder, EngineError};
+use crate::engine::{EmbedInput, EngineError};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::collections::HashMap;
@@ -47,11 +46,7 @@ fn required<'a>(value: Option<&'a str>, what: &str) -> &'a str {
 }
 
 fn embed_query(model: &ModelRow, instruction: Option<&str>, query: &str) -> Vec<f32> {
-    let engine = model_cache::get(model);
-    let options = gucs::batch_options();
-    let mut v = engine
-        .embed(&[EmbedInput::Query { instruction, query }], options, &PgInterrupt)
-        .or_raise();
+    let mut v = inference::embed(model, &[EmbedInput::Query { instruction, query }]);
     v.pop().expect("one vector per input")
 }
 
@@ -276,11 +271,7 @@ fn inf_rerank(
     let mut fresh = if missing.is_empty() {
         Vec::new().into_iter()
     } else {
-        let options = gucs::batch_options();
-        model_cache::get(&model)
-            .embed(&missing, options, &PgInterrupt)
-            .or_raise()
-            .into_iter()
+        inference::embed(&model, &missing).into_iter()
     };
     let mut hits: Vec<Hit> = found
         .iter()

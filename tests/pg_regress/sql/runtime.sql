@@ -1,10 +1,13 @@
 -- The ONNX Runtime library: missing, not ONNX Runtime, too old. Each is a
--- clear ERROR; a corrected path then works in the same session.
+-- clear ERROR; a corrected path then works in the same session. The library
+-- loads once per process, so this runs in local mode (the shared worker's
+-- library is tested in tests/python/test_worker.py).
 \set VERBOSITY terse
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS inf_ir;
 RESET client_min_messages;
 \c
+SET inf_ir.inference = local;
 SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/missing.so';
 SELECT inf_embed('x');
 SET inf_ir.onnxruntime_library = '/tmp/inf_ir_fixtures/libnotort.so';

@@ -1,0 +1,202 @@
+//! The model host: accepts backends on the worker's Unix socket, one thread
+//! per connection (tokenizing there, in parallel), and one batcher thread
+//! that runs ONNX Runtime. It never touches PostgreSQL: it runs in a process
+//! of its own, detached from shared memory, so a crash here cannot take the
+//! server down.
+
+use super::batcher::{self, Job, Queue, Reply};
+use super::models::ModelStore;
+use super::protocol::{self, EmbedRequest, Request, Response, WorkerStatus};
+use super::stats::Stats;
+use crate::engine::{BatchOptions, EngineError};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// ONNX Runtime intra-op threads for every model.
+    pub threads: usize,
+    pub batch: BatchOptions,
+    /// How long a request waits for others to join its batch (0: never).
+    pub batch_wait: Duration,
+    pub max_models: usize,
+    pub supervisor_pid: i32,
+    /// 1 for the first host since the server started, 2 after one restart...
+    pub host_starts: u64,
+}
+
+struct Shared {
+    settings: HostSettings,
+    store: ModelStore,
+    queue: Queue,
+    stats: Stats,
+    started_at: f64,
+}
+
+/// How often a connection waiting for its batch checks whether its backend left.
+const PEER_CHECK: Duration = Duration::from_millis(20);
+
+pub fn log(message: &str) {
+    // stderr is the server's log destination, inherited from the postmaster.
+    eprintln!("inf_ir worker (pid {}): {message}", std::process::id());
+}
+
+/// Serve until the process is killed. Returns only if the listener fails.
+pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
+    let shared = Arc::new(Shared {
+        store: ModelStore::new(settings.threads, settings.max_models),
+        settings,
+        queue: Queue::default(),
+        stats: Stats::default(),
+        started_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+    });
+    let batcher = shared.clone();
+    std::thread::Builder::new()
+        .name("inf_ir batcher".into())
+        .spawn(move || {
+            let s = &batcher;
+            batcher::run_forever(&s.queue, s.settings.batch, s.settings.batch_wait, &s.stats)
+        })
+        .expect("spawn the batcher thread");
+    log(&format!(
+        "model host ready ({} threads, batch_tokens {}, batch_wait {:?})",
+        shared.settings.threads, shared.settings.batch.token_budget, shared.settings.batch_wait
+    ));
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("inf_ir connection".into())
+                    .spawn(move || serve_connection(&shared, stream));
+                if let Err(e) = spawned {
+                    log(&format!("cannot start a connection thread: {e}"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log(&format!("accept failed: {e}"));
+                if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
+                    return e;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn serve_connection(shared: &Shared, mut stream: UnixStream) {
+    let stats = &shared.stats;
+    Stats::add(&stats.connections, 1);
+    loop {
+        let (tag, payload) = match protocol::read_frame(&mut stream) {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => break, // the backend closed its end
+        };
+        let response = match Request::decode(tag, &payload) {
+            Ok(Request::Status) => Response::Status(status(shared)),
+            Ok(Request::Embed(request)) => match embed(shared, &stream, request) {
+                Some(response) => response,
+                None => break,
+            },
+            Err(e) => {
+                let _ = protocol::write_all(&mut stream, &Response::Error(e).encode());
+                break;
+            }
+        };
+        if protocol::write_all(&mut stream, &response.encode()).is_err() {
+            break;
+        }
+    }
+    Stats::sub(&stats.connections, 1);
+}
+
+/// Answer one embedding request; `None` when the backend left before its answer.
+fn embed(shared: &Shared, stream: &UnixStream, request: EmbedRequest) -> Option<Response> {
+    let stats = &shared.stats;
+    Stats::add(&stats.requests, 1);
+    Stats::add(&stats.texts, request.inputs.len() as u64);
+    let failed = |e: EngineError| {
+        Stats::add(&stats.errors, 1);
+        Some(Response::Error(e))
+    };
+    let model = match shared.store.get(&request.model) {
+        Ok(model) => model,
+        Err(e) => return failed(e),
+    };
+    model.requests.fetch_add(1, Ordering::Relaxed);
+    let mut texts = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        match model.model.tokenize(&input.as_input()) {
+            Ok(t) => texts.push(t),
+            Err(e) => return failed(e),
+        }
+    }
+    if texts.is_empty() {
+        return Some(Response::Vectors(Vec::new()));
+    }
+    let (reply, answer) = sync_channel::<Reply>(1);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    shared.queue.push(
+        Job {
+            model,
+            texts,
+            cancelled: cancelled.clone(),
+            reply,
+            enqueued: Instant::now(),
+        },
+        stats,
+    );
+    loop {
+        match answer.recv_timeout(PEER_CHECK) {
+            Ok(Ok(vectors)) => return Some(Response::Vectors(vectors)),
+            Ok(Err(e)) => return Some(Response::Error(e)),
+            Err(RecvTimeoutError::Timeout) => {
+                if peer_left(stream) {
+                    // Cancel, statement_timeout or exit: the batcher skips it.
+                    cancelled.store(true, Ordering::Release);
+                    Stats::add(&stats.dropped, 1);
+                    return None;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Some(Response::Error(EngineError::worker("the inf_ir batcher thread ended")))
+            }
+        }
+    }
+}
+
+/// A backend sends nothing while it waits, so readable or hung up means gone.
+fn peer_left(stream: &UnixStream) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents != 0
+}
+
+fn status(shared: &Shared) -> WorkerStatus {
+    let s = &shared.stats;
+    WorkerStatus {
+        supervisor_pid: shared.settings.supervisor_pid,
+        host_pid: std::process::id() as i32,
+        host_started_at: shared.started_at,
+        host_starts: shared.settings.host_starts,
+        connections: Stats::get(&s.connections),
+        queue_length: Stats::get(&s.queue_length),
+        requests: Stats::get(&s.requests),
+        texts: Stats::get(&s.texts),
+        tokens: Stats::get(&s.tokens),
+        batches: Stats::get(&s.batches),
+        busy_seconds: Stats::get(&s.busy_nanos) as f64 / 1e9,
+        errors: Stats::get(&s.errors),
+        dropped: Stats::get(&s.dropped),
+        models: shared.store.status(),
+    }
+}

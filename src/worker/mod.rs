@@ -1,0 +1,19 @@
+//! The shared inference worker: one process per server hosts the models and
+//! batches embedding requests from every session. Pure Rust, no pgrx: the
+//! SQL layer (`crate::pg::worker`) starts it and talks to it.
+//!
+//! Pieces: `protocol` (frames on the Unix socket), `client` (a backend's
+//! side of one connection), `host` (accepts connections, one thread each),
+//! `models` (the host's loaded models), `batcher` (merges queued requests
+//! into batches under a token budget), `stats` (what the status view shows).
+
+pub mod batcher;
+pub mod client;
+pub mod host;
+pub mod models;
+pub mod protocol;
+pub mod stats;
+
+/// The socket's name, relative to the data directory: every server process
+/// runs there, and the directory's 0700 mode keeps other OS users out.
+pub const SOCKET_NAME: &str = "inf_ir_worker.sock";
