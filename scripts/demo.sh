@@ -11,6 +11,8 @@ DEMO_CLUSTER=$INF_IR_HOME/demo-cluster
 
 step "Local PostgreSQL on 127.0.0.1:$DEMO_PORT (data in $DEMO_CLUSTER)"
 start_cluster "$DEMO_CLUSTER" "$DEMO_PORT"
+# Preloaded: one shared worker holds the model for every session.
+set_preload "$DEMO_CLUSTER" yes
 PSQL=(psql -h 127.0.0.1 -p "$DEMO_PORT" -U postgres -X -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -q -c "DROP DATABASE IF EXISTS inf_ir_demo" -c "CREATE DATABASE inf_ir_demo"
 
@@ -40,6 +42,9 @@ FROM inf_search('only meta-analyses that pool many trials', 'does vitamin d prev
 \echo 'same query, instruction: about recommended dosage, not fractures'
 SELECT rank, round(score::numeric, 4) AS score, left(body, 90) AS passage
 FROM inf_search('about recommended dosage, not fractures', 'does vitamin d prevent fractures', 3);
+\echo 'the shared inference worker that embedded all of the above:'
+SELECT mode, state, host_pid, models, requests, batches, round(tokens_per_second) AS tokens_per_second
+FROM inf_ir.worker_status;
 SQL
 echo
 echo "Done. The server keeps running: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres inf_ir_demo"

@@ -24,30 +24,55 @@ make_fixtures
 start_cluster "$TEST_CLUSTER" "$TEST_PORT"
 trap 'stop_cluster "$TEST_CLUSTER"' EXIT
 
-step "pg_regress (tests/pg_regress)"
-out=$(mktemp -d)
-chmod 777 "$out"
-tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')
-if ! env -u RUST_BACKTRACE "$PG_BIN/../lib/pgxs/src/test/regress/pg_regress" \
-     --inputdir=tests/pg_regress --outputdir="$out" --bindir="$PG_BIN" \
-     --host=127.0.0.1 --port="$TEST_PORT" --user=postgres --dbname=inf_ir_regress $tests; then
-  cat "$out/regression.diffs" 2>/dev/null | head -100
-  die "pg_regress failed (diffs: $out/regression.diffs)"
-fi
+run_pg_regress() {
+  local out
+  out=$(mktemp -d)
+  chmod 777 "$out"
+  local tests
+  tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')
+  if ! env -u RUST_BACKTRACE "$PG_BIN/../lib/pgxs/src/test/regress/pg_regress" \
+       --inputdir=tests/pg_regress --outputdir="$out" --bindir="$PG_BIN" \
+       --host=127.0.0.1 --port="$TEST_PORT" --user=postgres --dbname=inf_ir_regress $tests; then
+    cat "$out/regression.diffs" 2>/dev/null | head -100
+    die "pg_regress failed (diffs: $out/regression.diffs)"
+  fi
+}
+LOCAL_VECTORS=$(mktemp)
 
-step "Embeddings vs the independent Python onnxruntime reference"
+step "Local mode (inf_ir not preloaded): pg_regress (tests/pg_regress)"
+run_pg_regress
+
+step "Local mode: embeddings vs the independent Python onnxruntime reference"
 "$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
 
-step "Cancel from another session (pg_cancel_backend)"
+step "Local mode: mode checks, reference vectors for the worker"
+"$VENV/bin/python" tests/python/test_worker.py --port "$TEST_PORT" --phase local --vectors "$LOCAL_VECTORS"
+
+step "Local mode: cancel from another session (pg_cancel_backend)"
 "$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
 
-step "inf_search under concurrent inserts, updates and deletes"
+step "Restart with shared_preload_libraries = 'inf_ir': the shared worker embeds from here on"
+set_preload "$TEST_CLUSTER" yes
+
+step "Worker mode: pg_regress (tests/pg_regress)"
+run_pg_regress
+
+step "Worker mode: embeddings vs the independent Python onnxruntime reference"
+"$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
+
+step "Worker mode: identical vectors, batching, SIGKILL, cancel while queued"
+"$VENV/bin/python" tests/python/test_worker.py --port "$TEST_PORT" --phase worker --vectors "$LOCAL_VECTORS"
+
+step "Worker mode: cancel from another session (pg_cancel_backend)"
+"$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
+
+step "Worker mode: inf_search under concurrent inserts, updates and deletes"
 "$VENV/bin/python" tests/python/test_search_concurrency.py --port "$TEST_PORT" --seconds 20
 
-step "Retrieval figures vs ../shared/REFERENCE.md (SciFact search, DL19 re-rank)"
+step "Worker mode: retrieval figures vs ../shared/REFERENCE.md (SciFact search, DL19 re-rank)"
 "$VENV/bin/python" tests/python/eval_retrieval.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
 
-step "Dataset: msmarco-sample import, JSONL round trip, metrics vs an independent implementation"
+step "Worker mode: dataset: msmarco-sample import, JSONL round trip, metrics vs an independent implementation"
 "$VENV/bin/python" tests/python/test_dataset.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
 
 step "All tests passed"

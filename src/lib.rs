@@ -6,8 +6,8 @@
 
 pub mod engine;
 pub mod formats;
-pub mod worker;
 pub(crate) mod pg;
+pub mod worker;
 
 ::pgrx::pg_module_magic!();
 

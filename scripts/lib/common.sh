@@ -37,6 +37,24 @@ CONF
   fi
 }
 
+# set_preload DIR yes|no: whether the cluster loads inf_ir at server start,
+# which starts the shared inference worker. Restarts a running cluster.
+set_preload() {
+  local dir=$1 conf=$1/inf_ir_preload.conf
+  grep -q "inf_ir_preload.conf" "$dir/postgresql.conf" \
+    || echo "include_if_exists 'inf_ir_preload.conf'" >> "$dir/postgresql.conf"
+  if [ "$2" = yes ]; then
+    echo "shared_preload_libraries = 'inf_ir'" > "$conf"
+  else
+    : > "$conf"
+  fi
+  chown postgres:postgres "$conf"
+  if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    env -u RUST_BACKTRACE runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -m fast -w restart \
+      >/dev/null || { tail -20 "$dir/server.log" >&2; die "PostgreSQL did not restart (log: $dir/server.log)"; }
+  fi
+}
+
 stop_cluster() {
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$1" -m fast stop >/dev/null 2>&1 || true
 }

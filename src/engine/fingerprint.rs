@@ -56,7 +56,13 @@ pub fn model_fingerprint(folder: &Path, onnx: &Path, tokenizer: &Path) -> Engine
 
 /// Refuse to load a model whose files changed since registration: its
 /// vectors would not be comparable with the stored ones.
-pub fn check_model_unchanged(name: &str, folder: &Path, onnx: &Path, tokenizer: &Path, registered: &str) -> EngineResult<()> {
+pub fn check_model_unchanged(
+    name: &str,
+    folder: &Path,
+    onnx: &Path,
+    tokenizer: &Path,
+    registered: &str,
+) -> EngineResult<()> {
     let now = model_fingerprint(folder, onnx, tokenizer)?;
     if now != registered {
         return Err(EngineError::files(format!(

@@ -2,9 +2,9 @@
 //! JSONL import/export in the released layout, training triples, and the
 //! bi-encoder proxy evaluator.
 
-use super::inference;
 use super::errors::{raise, OrRaise};
 use super::gucs;
+use super::inference;
 use super::interrupt::PgInterrupt;
 use super::privileges::{read_server_file, require_read_server_files};
 use super::registry;

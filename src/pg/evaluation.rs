@@ -1,8 +1,8 @@
 //! Evaluation in SQL: ranking metrics over stored runs and qrels, FollowIR's
 //! p-MRR, and the diversity measures APS and INGF (definitions: docs/metrics.md).
 
-use super::inference;
 use super::errors::raise;
+use super::inference;
 use super::registry;
 use crate::engine::metrics::{self, Judgments, Ranking};
 use crate::engine::{EmbedInput, EngineError};

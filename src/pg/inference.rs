@@ -50,7 +50,9 @@ pub fn embedder(row: &ModelRow) -> Arc<dyn Embedder> {
 
 /// Embed `inputs` with `row`'s model under this session's settings.
 pub fn embed(row: &ModelRow, inputs: &[EmbedInput<'_>]) -> Vec<Vec<f32>> {
-    embedder(row).embed(inputs, gucs::batch_options(), &PgInterrupt).or_raise()
+    embedder(row)
+        .embed(inputs, gucs::batch_options(), &PgInterrupt)
+        .or_raise()
 }
 
 /// Prove at registration that the model loads and runs where it will be used.

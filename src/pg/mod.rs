@@ -7,6 +7,7 @@ mod embed;
 mod errors;
 mod evaluation;
 mod gucs;
+mod inference;
 mod interrupt;
 mod model_cache;
 mod privileges;
@@ -14,7 +15,6 @@ mod registry;
 mod search;
 mod worker;
 mod worker_client;
-mod inference;
 mod worker_status;
 
 pub fn init() {

@@ -72,7 +72,11 @@ pub fn load(row: &ModelRow) -> Arc<EmbeddingModel> {
 
 /// Names of the models loaded in this backend.
 pub fn loaded_names() -> Vec<String> {
-    let mut names: Vec<String> = CACHE.lock().as_ref().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+    let mut names: Vec<String> = CACHE
+        .lock()
+        .as_ref()
+        .map(|c| c.keys().cloned().collect())
+        .unwrap_or_default();
     names.sort();
     names
 }

@@ -1,9 +1,9 @@
 //! The model registry: `inf_ir.models`, superuser-only registration, and the
 //! lookup that turns a model name into an engine `ModelSpec`.
 
-use super::inference;
 use super::errors::{raise, raise_with, warn, OrRaise};
 use super::gucs;
+use super::inference;
 use crate::engine::fingerprint::model_fingerprint;
 use crate::engine::model_folder::{self, FolderDefaults};
 use crate::engine::template::Template;

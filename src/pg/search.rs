@@ -1,10 +1,10 @@
 //! inf_search, inf_search_vector and inf_rerank.
 
-use super::inference;
 use super::corpus::{self, CorpusRow};
 use super::corpus_cache;
 use super::errors::{raise, raise_with};
 use super::gucs;
+use super::inference;
 use super::registry::{self, ModelRow};
 use crate::engine::topk::{dot, Hit};
 use crate::engine::{EmbedInput, EngineError};

@@ -47,12 +47,14 @@ pub fn register_if_preloading() {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn inf_ir_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGCHLD);
+    BackgroundWorker::attach_signal_handlers(
+        SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGCHLD,
+    );
     // The working directory is the data directory (0700): only the server's
     // OS user can reach the socket.
     let _ = std::fs::remove_file(SOCKET_NAME);
-    let listener = UnixListener::bind(SOCKET_NAME)
-        .unwrap_or_else(|e| error!("inf_ir worker cannot listen on {SOCKET_NAME}: {e}"));
+    let listener =
+        UnixListener::bind(SOCKET_NAME).unwrap_or_else(|e| error!("inf_ir worker cannot listen on {SOCKET_NAME}: {e}"));
     let _ = std::fs::set_permissions(SOCKET_NAME, std::fs::Permissions::from_mode(0o600));
     let mut host: Option<(libc::pid_t, Instant)> = None;
     let mut starts = 0u64;
@@ -135,7 +137,10 @@ fn start_host(listener: &UnixListener, starts: u64) -> Option<libc::pid_t> {
     // The supervisor is single-threaded, so fork is safe here.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        warning!("inf_ir worker cannot start its model host: {}", std::io::Error::last_os_error());
+        warning!(
+            "inf_ir worker cannot start its model host: {}",
+            std::io::Error::last_os_error()
+        );
         return None;
     }
     if pid == 0 {

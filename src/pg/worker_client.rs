@@ -34,13 +34,8 @@ impl Waiter for LatchWaiter {
         };
         let events = pg_sys::WL_LATCH_SET | pg_sys::WL_EXIT_ON_PM_DEATH | pg_sys::WL_TIMEOUT | socket;
         unsafe {
-            let happened = pg_sys::WaitLatchOrSocket(
-                pg_sys::MyLatch,
-                events as i32,
-                fd,
-                1000,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
+            let happened =
+                pg_sys::WaitLatchOrSocket(pg_sys::MyLatch, events as i32, fd, 1000, pg_sys::PG_WAIT_EXTENSION);
             if happened & pg_sys::WL_LATCH_SET as i32 != 0 {
                 pg_sys::ResetLatch(pg_sys::MyLatch);
             }
@@ -91,11 +86,13 @@ fn connect(patience: Duration) -> Result<Connection, std::io::Error> {
 pub fn call(request: &Request) -> Response {
     let mut connection = connect(CONNECT_PATIENCE).unwrap_or_else(|e| {
         raise(
-            EngineError::worker(format!("cannot reach the inf_ir worker ({SOCKET_NAME} in the data directory): {e}"))
-                .with_hint(
-                    "it runs when inf_ir is in shared_preload_libraries; the server log says why it is not \
+            EngineError::worker(format!(
+                "cannot reach the inf_ir worker ({SOCKET_NAME} in the data directory): {e}"
+            ))
+            .with_hint(
+                "it runs when inf_ir is in shared_preload_libraries; the server log says why it is not \
                      running. A superuser can SET inf_ir.inference = local to embed in this session instead",
-                ),
+            ),
         )
     });
     let response = connection.call(request, &LatchWaiter).or_raise();
@@ -154,7 +151,9 @@ impl Embedder for WorkerEmbedder {
                 inputs.len()
             ))),
             Response::Error(e) => Err(e),
-            Response::Status(_) => Err(EngineError::worker("the worker answered a status to an embedding request")),
+            Response::Status(_) => Err(EngineError::worker(
+                "the worker answered a status to an embedding request",
+            )),
         }
     }
 }

@@ -151,7 +151,9 @@ fn run_batch(mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
     let texts: Vec<TokenizedText> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.texts)).collect();
     let tokens: usize = texts.iter().map(TokenizedText::len).sum();
     let started = Instant::now();
-    let result = model.model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
+    let result = model
+        .model
+        .embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
     Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
     Stats::add(&stats.batches, 1);
     Stats::add(&stats.tokens, tokens as u64);

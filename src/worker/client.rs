@@ -32,9 +32,8 @@ impl Waiter for PollWaiter {
 }
 
 pub fn worker_gone(detail: impl std::fmt::Display) -> EngineError {
-    EngineError::worker(format!("the inf_ir worker ended during this call ({detail})")).with_hint(
-        "the worker restarts by itself; run the statement again. The server log says why it ended",
-    )
+    EngineError::worker(format!("the inf_ir worker ended during this call ({detail})"))
+        .with_hint("the worker restarts by itself; run the statement again. The server log says why it ended")
 }
 
 pub struct Connection {

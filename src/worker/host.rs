@@ -52,7 +52,9 @@ pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
         settings,
         queue: Queue::default(),
         stats: Stats::default(),
-        started_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+        started_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
     });
     let batcher = shared.clone();
     std::thread::Builder::new()
@@ -80,7 +82,10 @@ pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 log(&format!("accept failed: {e}"));
-                if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
                     return e;
                 }
                 std::thread::sleep(Duration::from_millis(50));

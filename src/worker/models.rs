@@ -21,7 +21,11 @@ pub struct HostModel {
 fn file_stamps(key: &ModelRef) -> Vec<Option<(u64, SystemTime)>> {
     model_files(&key.folder, &key.spec.onnx_file, &key.spec.tokenizer_file)
         .iter()
-        .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        })
         .collect()
 }
 
@@ -65,7 +69,13 @@ impl ModelStore {
             return Ok(model);
         }
         let spec = &key.spec;
-        check_model_unchanged(&spec.name, &key.folder, &spec.onnx_file, &spec.tokenizer_file, &key.fingerprint)?;
+        check_model_unchanged(
+            &spec.name,
+            &key.folder,
+            &spec.onnx_file,
+            &spec.tokenizer_file,
+            &key.fingerprint,
+        )?;
         let runtime = RuntimeOptions {
             library: key.library.clone(),
             intra_threads: self.threads,

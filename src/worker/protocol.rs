@@ -169,7 +169,9 @@ impl Response {
         match tag {
             TAG_VECTORS => {
                 let word = |i: usize| -> EngineResult<usize> {
-                    let bytes = payload.get(i * 4..i * 4 + 4).ok_or_else(|| protocol_error("short vectors frame"))?;
+                    let bytes = payload
+                        .get(i * 4..i * 4 + 4)
+                        .ok_or_else(|| protocol_error("short vectors frame"))?;
                     Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
                 };
                 let (count, dimension) = (word(0)?, word(1)?);
@@ -263,8 +265,14 @@ mod tests {
             },
             inputs: vec![
                 OwnedInput::Passage("émoji 🙂 \"quoted\"\n".into()),
-                OwnedInput::Query { instruction: None, query: "q".into() },
-                OwnedInput::Query { instruction: Some("only reviews".into()), query: "".into() },
+                OwnedInput::Query {
+                    instruction: None,
+                    query: "q".into(),
+                },
+                OwnedInput::Query {
+                    instruction: Some("only reviews".into()),
+                    query: "".into(),
+                },
             ],
         });
         assert_eq!(decode_request(&request.encode()), request);
@@ -275,17 +283,25 @@ mod tests {
     fn vectors_round_trip_bit_exact() {
         let vectors = vec![vec![0.1f32, -0.0, f32::MIN_POSITIVE], vec![1.0, 2.5e-8, -3.0]];
         let bytes = Response::Vectors(vectors.clone()).encode();
-        let Response::Vectors(back) = decode_response(&bytes) else { panic!() };
+        let Response::Vectors(back) = decode_response(&bytes) else {
+            panic!()
+        };
         for (a, b) in vectors.iter().flatten().zip(back.iter().flatten()) {
             assert_eq!(a.to_bits(), b.to_bits());
         }
-        assert_eq!(decode_response(&Response::Vectors(vec![]).encode()), Response::Vectors(vec![]));
+        assert_eq!(
+            decode_response(&Response::Vectors(vec![]).encode()),
+            Response::Vectors(vec![])
+        );
     }
 
     #[test]
     fn errors_keep_kind_and_hint() {
         let e = EngineError::files("gone").with_hint("re-register");
-        assert_eq!(decode_response(&Response::Error(e.clone()).encode()), Response::Error(e));
+        assert_eq!(
+            decode_response(&Response::Error(e.clone()).encode()),
+            Response::Error(e)
+        );
     }
 
     #[test]

@@ -1,0 +1,214 @@
+//! The model host and its client over a real Unix socket, with the real model
+//! that scripts/setup.sh installs ($INF_IR_HOME). No PostgreSQL: the host is
+//! pure Rust. Skips, saying so, when the model is not installed.
+
+use inf_ir::engine::fingerprint::model_fingerprint;
+use inf_ir::engine::model_folder;
+use inf_ir::engine::{
+    BatchOptions, EmbedInput, Embedder, EmbeddingModel, ErrorKind, ModelSpec, NeverInterrupt, RuntimeOptions,
+};
+use inf_ir::worker::client::{Connection, PollWaiter};
+use inf_ir::worker::host::{serve, HostSettings};
+use inf_ir::worker::protocol::{EmbedRequest, ModelRef, OwnedInput, Request, Response, WorkerStatus};
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var("INF_IR_HOME").unwrap_or_else(|_| "/var/lib/inf_ir".into()))
+}
+
+fn model_ref() -> Option<ModelRef> {
+    let dir = home().join("models/all-MiniLM-L6-v2");
+    if !dir.join("model.onnx").is_file() {
+        eprintln!("skipped: no model at {} (run scripts/setup.sh)", dir.display());
+        return None;
+    }
+    let d = model_folder::inspect(&dir).unwrap();
+    let fingerprint = model_fingerprint(&dir, &d.onnx_file, &d.tokenizer_file).unwrap();
+    Some(ModelRef {
+        spec: ModelSpec {
+            name: "minilm".into(),
+            onnx_file: d.onnx_file,
+            tokenizer_file: d.tokenizer_file,
+            query_template: d.query_template,
+            passage_template: d.passage_template,
+            pooling: d.pooling,
+            dimension: d.dimension,
+            max_tokens: d.max_tokens,
+            pad_token_id: d.pad_token_id,
+        },
+        folder: dir,
+        fingerprint,
+        library: home().join("onnxruntime/libonnxruntime.so.1.31.1"),
+    })
+}
+
+/// One host per test process, on a socket in a fresh temporary directory.
+fn socket() -> &'static PathBuf {
+    static SOCKET: OnceLock<PathBuf> = OnceLock::new();
+    SOCKET.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("inf_ir_host_test_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("worker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let settings = HostSettings {
+            threads: 2,
+            batch: BatchOptions::default(),
+            batch_wait: Duration::from_millis(2),
+            max_models: 2,
+            supervisor_pid: 0,
+            host_starts: 1,
+        };
+        std::thread::spawn(move || serve(listener, settings));
+        path
+    })
+}
+
+fn embed_request(model: &ModelRef, inputs: Vec<OwnedInput>) -> Request {
+    Request::Embed(EmbedRequest {
+        model: model.clone(),
+        inputs,
+    })
+}
+
+fn call(request: &Request) -> Response {
+    Connection::connect(socket())
+        .unwrap()
+        .call(request, &PollWaiter)
+        .unwrap()
+}
+
+fn status() -> WorkerStatus {
+    match call(&Request::Status) {
+        Response::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn host_vectors_equal_a_local_model_bit_for_bit() {
+    let Some(model) = model_ref() else { return };
+    let inputs = vec![
+        OwnedInput::Passage("The mitochondria is the powerhouse of the cell.".into()),
+        OwnedInput::Passage(String::new()),
+        OwnedInput::Query {
+            instruction: Some("only peer-reviewed sources".into()),
+            query: "does vitamin d prevent fractures".into(),
+        },
+        OwnedInput::Query {
+            instruction: None,
+            query: "x ".repeat(5000),
+        },
+    ];
+    let Response::Vectors(remote) = call(&embed_request(&model, inputs.clone())) else {
+        panic!()
+    };
+    let runtime = RuntimeOptions {
+        library: model.library.clone(),
+        intra_threads: 2,
+    };
+    let local = EmbeddingModel::load(model.spec.clone(), &runtime).unwrap();
+    let borrowed: Vec<EmbedInput<'_>> = inputs.iter().map(OwnedInput::as_input).collect();
+    let expected = local
+        .embed(&borrowed, BatchOptions::default(), &NeverInterrupt)
+        .unwrap();
+    assert_eq!(remote, expected);
+}
+
+#[test]
+fn concurrent_clients_are_batched_and_each_gets_its_own_vectors() {
+    let Some(model) = model_ref() else { return };
+    let before = status();
+    let threads: Vec<_> = (0..6)
+        .map(|c| {
+            let model = model.clone();
+            std::thread::spawn(move || {
+                let mut connection = Connection::connect(socket()).unwrap();
+                (0..8)
+                    .map(|i| {
+                        let text = format!("client {c} passage {i}");
+                        let request = embed_request(&model, vec![OwnedInput::Passage(text.clone())]);
+                        let Response::Vectors(mut v) = connection.call(&request, &PollWaiter).unwrap() else {
+                            panic!()
+                        };
+                        (text, v.pop().unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let results: Vec<(String, Vec<f32>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let after = status();
+    assert_eq!(after.requests - before.requests, 48);
+    assert!(after.batches - before.batches <= 48);
+    // Each answer is the vector of its own text, whatever batch it ran in.
+    for (text, v) in results.iter().step_by(7) {
+        let Response::Vectors(alone) = call(&embed_request(&model, vec![OwnedInput::Passage(text.clone())])) else {
+            panic!()
+        };
+        let cosine: f32 = alone[0].iter().zip(v).map(|(a, b)| a * b).sum();
+        assert!(cosine > 0.99999, "{text}: cosine {cosine}");
+    }
+}
+
+#[test]
+fn errors_come_back_with_kind_and_hint() {
+    let Some(mut model) = model_ref() else { return };
+    model.fingerprint = "0".repeat(32);
+    let Response::Error(e) = call(&embed_request(&model, vec![OwnedInput::Passage("x".into())])) else {
+        panic!()
+    };
+    assert_eq!(e.kind, ErrorKind::ModelFiles);
+    assert!(e.message.contains("changed since it was registered"), "{}", e.message);
+    assert!(e.hint.is_some());
+}
+
+#[test]
+fn a_client_that_leaves_is_dropped_and_the_host_goes_on() {
+    let Some(model) = model_ref() else { return };
+    let before = status();
+    let long = embed_request(
+        &model,
+        (0..400)
+            .map(|i| OwnedInput::Passage(format!("passage {i} {}", "word ".repeat(200))))
+            .collect(),
+    );
+    let mut stream = UnixStream::connect(socket()).unwrap();
+    stream.write_all(&long.encode()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    let t0 = Instant::now();
+    loop {
+        let s = status();
+        if s.dropped > before.dropped {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the host did not notice the client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Response::Vectors(v) = call(&embed_request(&model, vec![OwnedInput::Passage("after".into())])) else {
+        panic!()
+    };
+    assert_eq!(v[0].len(), 384);
+}
+
+#[test]
+fn garbage_gets_an_error_frame_not_a_crash() {
+    if model_ref().is_none() {
+        return;
+    }
+    let mut stream = UnixStream::connect(socket()).unwrap();
+    stream.write_all(&[1, 3, 0, 0, 0, b'{', b'x', b'}']).unwrap();
+    let frame = inf_ir::worker::protocol::read_frame(&mut stream).unwrap().unwrap();
+    assert!(matches!(
+        Response::decode(frame.0, &frame.1).unwrap(),
+        Response::Error(_)
+    ));
+    assert!(status().host_pid > 0);
+}
