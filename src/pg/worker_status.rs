@@ -4,6 +4,7 @@
 use super::inference::{mode, Mode};
 use super::model_cache;
 use super::worker_client;
+use crate::worker::protocol::WorkerStatus;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
@@ -14,7 +15,75 @@ fn timestamp(unix_seconds: f64) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(((unix_seconds - POSTGRES_EPOCH_UNIX) * 1e6) as pg_sys::TimestampTz).ok()
 }
 
+type StatusRow = (
+    String,
+    String,
+    Option<i32>,
+    Option<i32>,
+    Option<TimestampWithTimeZone>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<i64>,
+    Vec<String>,
+);
+
+fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Vec<String>) -> StatusRow {
+    let Some(s) = worker else {
+        return (
+            mode.name().into(),
+            state,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            local_models,
+        );
+    };
+    let count = |n: u64| Some(n as i64);
+    (
+        mode.name().into(),
+        state,
+        Some(s.supervisor_pid),
+        Some(s.host_pid),
+        timestamp(s.host_started_at),
+        count(s.host_starts),
+        count(s.connections),
+        count(s.queue_length),
+        count(s.running),
+        count(s.requests),
+        count(s.texts),
+        count(s.tokens),
+        count(s.batches),
+        (s.batches > 0).then(|| s.requests as f64 / s.batches as f64),
+        (s.busy_seconds > 0.0).then(|| s.tokens as f64 / s.busy_seconds),
+        count(s.errors),
+        count(s.dropped),
+        s.models.into_iter().map(|m| m.name).collect(),
+    )
+}
+
 /// One row: this session's mode and, in worker mode, the worker's state.
+/// (pgrx needs the column list spelled out here, not through `StatusRow`.)
 #[pg_extern(volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
 fn inf_worker_status() -> TableIterator<
@@ -28,6 +97,7 @@ fn inf_worker_status() -> TableIterator<
         name!(host_starts, Option<i64>),
         name!(connections, Option<i64>),
         name!(queue_length, Option<i64>),
+        name!(running, Option<i64>),
         name!(requests, Option<i64>),
         name!(texts, Option<i64>),
         name!(tokens, Option<i64>),
@@ -40,72 +110,18 @@ fn inf_worker_status() -> TableIterator<
     ),
 > {
     let mode = mode();
-    if mode == Mode::Local {
-        let models = model_cache::loaded_names();
-        return TableIterator::once((
-            mode.name().into(),
+    TableIterator::once(match mode {
+        Mode::Local => row(
+            mode,
             "this session loads its own models".into(),
             None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            models,
-        ));
-    }
-    match worker_client::try_status() {
-        Err(why) => TableIterator::once((
-            mode.name().into(),
-            format!("not reachable: {why}"),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            Vec::new(),
-        )),
-        Ok(s) => {
-            let per_batch = (s.batches > 0).then(|| s.requests as f64 / s.batches as f64);
-            let tokens_per_second = (s.busy_seconds > 0.0).then(|| s.tokens as f64 / s.busy_seconds);
-            TableIterator::once((
-                mode.name().into(),
-                "running".into(),
-                Some(s.supervisor_pid),
-                Some(s.host_pid),
-                timestamp(s.host_started_at),
-                Some(s.host_starts as i64),
-                Some(s.connections as i64),
-                Some(s.queue_length as i64),
-                Some(s.requests as i64),
-                Some(s.texts as i64),
-                Some(s.tokens as i64),
-                Some(s.batches as i64),
-                per_batch,
-                tokens_per_second,
-                Some(s.errors as i64),
-                Some(s.dropped as i64),
-                s.models.into_iter().map(|m| m.name).collect(),
-            ))
-        }
-    }
+            model_cache::loaded_names(),
+        ),
+        Mode::Worker => match worker_client::try_status() {
+            Ok(status) => row(mode, "running".into(), Some(status), Vec::new()),
+            Err(why) => row(mode, format!("not reachable: {why}"), None, Vec::new()),
+        },
+    })
 }
 
 pgrx::extension_sql!(

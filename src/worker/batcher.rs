@@ -151,9 +151,11 @@ fn run_batch(mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
     let texts: Vec<TokenizedText> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.texts)).collect();
     let tokens: usize = texts.iter().map(TokenizedText::len).sum();
     let started = Instant::now();
+    stats.running.store(jobs.len() as u64, Ordering::Relaxed);
     let result = model
         .model
         .embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
+    stats.running.store(0, Ordering::Relaxed);
     Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
     Stats::add(&stats.batches, 1);
     Stats::add(&stats.tokens, tokens as u64);

@@ -97,11 +97,8 @@ pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
 fn serve_connection(shared: &Shared, mut stream: UnixStream) {
     let stats = &shared.stats;
     Stats::add(&stats.connections, 1);
-    loop {
-        let (tag, payload) = match protocol::read_frame(&mut stream) {
-            Ok(Some(frame)) => frame,
-            Ok(None) | Err(_) => break, // the backend closed its end
-        };
+    // Ends when the backend closes its end (or sends a broken frame).
+    while let Ok(Some((tag, payload))) = protocol::read_frame(&mut stream) {
         let response = match Request::decode(tag, &payload) {
             Ok(Request::Status) => Response::Status(status(shared)),
             Ok(Request::Embed(request)) => match embed(shared, &stream, request) {
@@ -195,6 +192,7 @@ fn status(shared: &Shared) -> WorkerStatus {
         host_starts: shared.settings.host_starts,
         connections: Stats::get(&s.connections),
         queue_length: Stats::get(&s.queue_length),
+        running: Stats::get(&s.running),
         requests: Stats::get(&s.requests),
         texts: Stats::get(&s.texts),
         tokens: Stats::get(&s.tokens),

@@ -63,6 +63,8 @@ pub struct EmbedRequest {
     pub inputs: Vec<OwnedInput>,
 }
 
+// One request per call: its size on the stack does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Embed(EmbedRequest),
@@ -90,6 +92,8 @@ pub struct WorkerStatus {
     pub host_starts: u64,
     pub connections: u64,
     pub queue_length: u64,
+    /// Requests in the batch being computed now.
+    pub running: u64,
     pub requests: u64,
     pub texts: u64,
     pub tokens: u64,

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     pub connections: AtomicU64,
     pub queue_length: AtomicU64,
+    /// Requests in the batch being computed now.
+    pub running: AtomicU64,
     pub requests: AtomicU64,
     pub texts: AtomicU64,
     pub tokens: AtomicU64,
