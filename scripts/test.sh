@@ -39,32 +39,27 @@ run_pg_regress() {
 }
 LOCAL_VECTORS=$(mktemp)
 
-step "Local mode (inf_ir not preloaded): pg_regress (tests/pg_regress)"
-run_pg_regress
+# embedding_suites local|worker: the SQL suites, the Python reference, the
+# mode checks and cancel, in one inference mode. The local run writes the
+# vectors that the worker run must reproduce bit for bit.
+embedding_suites() {
+  local mode=$1 label
+  label="$(tr '[:lower:]' '[:upper:]' <<< "${mode:0:1}")${mode:1} mode"
+  step "$label: pg_regress (tests/pg_regress)"
+  run_pg_regress
+  step "$label: embeddings vs the independent Python onnxruntime reference"
+  "$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
+  step "$label: mode checks$([ "$mode" = worker ] && echo ', identical vectors, batching, SIGKILL, cancel while queued')"
+  "$VENV/bin/python" tests/python/test_worker.py --port "$TEST_PORT" --phase "$mode" --vectors "$LOCAL_VECTORS"
+  step "$label: cancel from another session (pg_cancel_backend)"
+  "$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
+}
 
-step "Local mode: embeddings vs the independent Python onnxruntime reference"
-"$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
-
-step "Local mode: mode checks, reference vectors for the worker"
-"$VENV/bin/python" tests/python/test_worker.py --port "$TEST_PORT" --phase local --vectors "$LOCAL_VECTORS"
-
-step "Local mode: cancel from another session (pg_cancel_backend)"
-"$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
+embedding_suites local   # inf_ir not preloaded: each session loads its model
 
 step "Restart with shared_preload_libraries = 'inf_ir': the shared worker embeds from here on"
 set_preload "$TEST_CLUSTER" yes
-
-step "Worker mode: pg_regress (tests/pg_regress)"
-run_pg_regress
-
-step "Worker mode: embeddings vs the independent Python onnxruntime reference"
-"$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
-
-step "Worker mode: identical vectors, batching, SIGKILL, cancel while queued"
-"$VENV/bin/python" tests/python/test_worker.py --port "$TEST_PORT" --phase worker --vectors "$LOCAL_VECTORS"
-
-step "Worker mode: cancel from another session (pg_cancel_backend)"
-"$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
+embedding_suites worker
 
 step "Worker mode: inf_search under concurrent inserts, updates and deletes"
 "$VENV/bin/python" tests/python/test_search_concurrency.py --port "$TEST_PORT" --seconds 20

@@ -2,51 +2,25 @@
 //! ($INF_IR_HOME, default /var/lib/inf_ir). They skip, saying so, when the
 //! model or the runtime library is not there.
 
-use inf_ir::engine::model_folder;
 use inf_ir::engine::template::Template;
 use inf_ir::engine::tokenize::TextEncoder;
 use inf_ir::engine::{
-    BatchOptions, EmbedInput, Embedder, EmbeddingModel, EngineError, EngineResult, ErrorKind, Interrupt, ModelSpec,
+    BatchOptions, EmbedInput, Embedder, EmbeddingModel, EngineError, EngineResult, ErrorKind, Interrupt,
     NeverInterrupt, RuntimeOptions,
 };
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn home() -> PathBuf {
-    PathBuf::from(std::env::var("INF_IR_HOME").unwrap_or_else(|_| "/var/lib/inf_ir".into()))
-}
-
-fn model_dir() -> Option<PathBuf> {
-    let dir = home().join("models/all-MiniLM-L6-v2");
-    if dir.join("model.onnx").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no model at {} (run scripts/setup.sh)", dir.display());
-        None
-    }
-}
+mod common;
+use common::{library, minilm_spec, model_dir};
 
 fn load_model() -> Option<EmbeddingModel> {
-    let dir = model_dir()?;
-    let d = model_folder::inspect(&dir).unwrap();
-    let spec = ModelSpec {
-        name: "minilm".into(),
-        onnx_file: d.onnx_file,
-        tokenizer_file: d.tokenizer_file,
-        query_template: d.query_template,
-        passage_template: d.passage_template,
-        pooling: d.pooling,
-        dimension: d.dimension,
-        max_tokens: d.max_tokens,
-        pad_token_id: d.pad_token_id,
-    };
-    let library = home().join("onnxruntime/libonnxruntime.so.1.31.1");
+    let (spec, _) = minilm_spec()?;
     Some(
         EmbeddingModel::load(
             spec,
             &RuntimeOptions {
-                library,
+                library: library(),
                 intra_threads: 2,
             },
         )

@@ -3,10 +3,7 @@
 //! pure Rust. Skips, saying so, when the model is not installed.
 
 use inf_ir::engine::fingerprint::model_fingerprint;
-use inf_ir::engine::model_folder;
-use inf_ir::engine::{
-    BatchOptions, EmbedInput, Embedder, EmbeddingModel, ErrorKind, ModelSpec, NeverInterrupt, RuntimeOptions,
-};
+use inf_ir::engine::{BatchOptions, EmbedInput, Embedder, EmbeddingModel, ErrorKind, NeverInterrupt, RuntimeOptions};
 use inf_ir::worker::client::{Connection, PollWaiter};
 use inf_ir::worker::host::{serve, HostSettings};
 use inf_ir::worker::protocol::{EmbedRequest, ModelRef, OwnedInput, Request, Response, WorkerStatus};
@@ -16,33 +13,16 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn home() -> PathBuf {
-    PathBuf::from(std::env::var("INF_IR_HOME").unwrap_or_else(|_| "/var/lib/inf_ir".into()))
-}
+mod common;
 
 fn model_ref() -> Option<ModelRef> {
-    let dir = home().join("models/all-MiniLM-L6-v2");
-    if !dir.join("model.onnx").is_file() {
-        eprintln!("skipped: no model at {} (run scripts/setup.sh)", dir.display());
-        return None;
-    }
-    let d = model_folder::inspect(&dir).unwrap();
-    let fingerprint = model_fingerprint(&dir, &d.onnx_file, &d.tokenizer_file).unwrap();
+    let (spec, folder) = common::minilm_spec()?;
+    let fingerprint = model_fingerprint(&folder, &spec.onnx_file, &spec.tokenizer_file).unwrap();
     Some(ModelRef {
-        spec: ModelSpec {
-            name: "minilm".into(),
-            onnx_file: d.onnx_file,
-            tokenizer_file: d.tokenizer_file,
-            query_template: d.query_template,
-            passage_template: d.passage_template,
-            pooling: d.pooling,
-            dimension: d.dimension,
-            max_tokens: d.max_tokens,
-            pad_token_id: d.pad_token_id,
-        },
-        folder: dir,
+        spec,
+        folder,
         fingerprint,
-        library: home().join("onnxruntime/libonnxruntime.so.1.31.1"),
+        library: common::library(),
     })
 }
 
@@ -142,8 +122,8 @@ fn concurrent_clients_are_batched_and_each_gets_its_own_vectors() {
         .collect();
     let results: Vec<(String, Vec<f32>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     let after = status();
-    assert_eq!(after.requests - before.requests, 48);
-    assert!(after.batches - before.batches <= 48);
+    // Other tests share this host, so only lower bounds hold here.
+    assert!(after.requests - before.requests >= 48);
     // Each answer is the vector of its own text, whatever batch it ran in.
     for (text, v) in results.iter().step_by(7) {
         let Response::Vectors(alone) = call(&embed_request(&model, vec![OwnedInput::Passage(text.clone())])) else {
@@ -186,9 +166,10 @@ fn a_client_that_leaves_is_dropped_and_the_host_goes_on() {
         if s.dropped > before.dropped {
             break;
         }
+        // Generous: the model may still be loading, and other tests share the host.
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the host did not notice the client left"
+            t0.elapsed() < Duration::from_secs(30),
+            "the host did not notice the client left: {before:?} -> {s:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -126,13 +126,14 @@ fn inf_evaluate(
 ) -> TableIterator<'static, (name!(metric, String), name!(value, f64), name!(n_queries, i32))> {
     let per_query: Vec<_> = inf_evaluate_per_query(run_name, qrels_name, k).collect();
     let n = per_query.len().max(1) as f64;
-    let mean = |f: &dyn Fn(&(String, f64, f64, f64, f64)) -> f64| per_query.iter().map(f).sum::<f64>() / n;
+    // Per query: (query, nDCG, MRR, recall, AP).
+    let mean = |pick: fn(&(String, f64, f64, f64, f64)) -> f64| per_query.iter().map(pick).sum::<f64>() / n;
     let count = per_query.len() as i32;
     TableIterator::new(vec![
-        (format!("ndcg@{k}"), mean(&|r| r.1), count),
-        (format!("mrr@{k}"), mean(&|r| r.2), count),
-        (format!("recall@{k}"), mean(&|r| r.3), count),
-        ("map".to_string(), mean(&|r| r.4), count),
+        (format!("ndcg@{k}"), mean(|r| r.1), count),
+        (format!("mrr@{k}"), mean(|r| r.2), count),
+        (format!("recall@{k}"), mean(|r| r.3), count),
+        ("map".to_string(), mean(|r| r.4), count),
     ])
 }
 

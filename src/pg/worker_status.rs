@@ -37,48 +37,32 @@ type StatusRow = (
 );
 
 fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Vec<String>) -> StatusRow {
-    let Some(s) = worker else {
-        return (
-            mode.name().into(),
-            state,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            local_models,
-        );
-    };
-    let count = |n: u64| Some(n as i64);
+    let w = worker.as_ref();
+    let count = |pick: fn(&WorkerStatus) -> u64| w.map(|s| pick(s) as i64);
     (
         mode.name().into(),
         state,
-        Some(s.supervisor_pid),
-        Some(s.host_pid),
-        timestamp(s.host_started_at),
-        count(s.host_starts),
-        count(s.connections),
-        count(s.queue_length),
-        count(s.running),
-        count(s.requests),
-        count(s.texts),
-        count(s.tokens),
-        count(s.batches),
-        (s.batches > 0).then(|| s.requests as f64 / s.batches as f64),
-        (s.busy_seconds > 0.0).then(|| s.tokens as f64 / s.busy_seconds),
-        count(s.errors),
-        count(s.dropped),
-        s.models.into_iter().map(|m| m.name).collect(),
+        w.map(|s| s.supervisor_pid),
+        w.map(|s| s.host_pid),
+        w.and_then(|s| timestamp(s.host_started_at)),
+        count(|s| s.host_starts),
+        count(|s| s.connections),
+        count(|s| s.queue_length),
+        count(|s| s.running),
+        count(|s| s.requests),
+        count(|s| s.texts),
+        count(|s| s.tokens),
+        count(|s| s.batches),
+        w.filter(|s| s.batches > 0)
+            .map(|s| s.requests as f64 / s.batches as f64),
+        w.filter(|s| s.busy_seconds > 0.0)
+            .map(|s| s.tokens as f64 / s.busy_seconds),
+        count(|s| s.errors),
+        count(|s| s.dropped),
+        match worker {
+            Some(s) => s.models.into_iter().map(|m| m.name).collect(),
+            None => local_models,
+        },
     )
 }
 

@@ -84,6 +84,24 @@ def maps_onnxruntime(pid):
         return "libonnxruntime" in f.read()
 
 
+def in_background(conn, sql):
+    """Run `sql` on `conn` in a thread; the dict gets 'result' (first column)
+    or 'error', and 'seconds'."""
+    out = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            out["result"] = conn.execute(sql).fetchone()[0]
+        except psycopg.Error as e:
+            out["error"] = e
+        out["seconds"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
 def phase_local(args):
     with connect(args) as conn:
         s = status(conn)
@@ -175,16 +193,7 @@ def phase_worker(args):
     # SIGKILL of the model host during a call: ERROR in that call, success in the next.
     host = status(admin)
     victim = connect(args)
-    outcome = {}
-
-    def long_call():
-        try:
-            outcome["rows"] = victim.execute(LONG_CALL.format(n=3000)).fetchone()[0]
-        except psycopg.Error as e:
-            outcome["error"] = e
-
-    t = threading.Thread(target=long_call)
-    t.start()
+    t, outcome = in_background(victim, LONG_CALL.format(n=3000))
     time.sleep(1.5)
     os.kill(host["host_pid"], signal.SIGKILL)
     t.join(30)
@@ -209,35 +218,14 @@ def phase_worker(args):
         queued = connect(args)
         qpid = queued.execute("SELECT pg_backend_pid()").fetchone()[0]
         before = status(admin)
-        busy_out = {}
-
-        def occupy():
-            try:
-                busy_out["rows"] = busy.execute(LONG_CALL.format(n=600)).fetchone()[0]
-            except psycopg.Error as e:
-                busy_out["error"] = e
-
-        tb = threading.Thread(target=occupy)
-        tb.start()
+        tb, busy_out = in_background(busy, LONG_CALL.format(n=600))
         # Until the long request is computing (tokenizing 600 long texts takes a while).
         deadline = time.monotonic() + 30
         while status(admin)["running"] < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         if how == "statement_timeout":
             queued.execute("SET statement_timeout = '300ms'")
-        queued_out = {}
-
-        def ask():
-            t0 = time.monotonic()
-            try:
-                queued.execute("SELECT inf_embed_query('x', 'a queued query')")
-                queued_out["done"] = time.monotonic() - t0
-            except psycopg.Error as e:
-                queued_out["error"] = e
-                queued_out["after"] = time.monotonic() - t0
-
-        tq = threading.Thread(target=ask)
-        tq.start()
+        tq, queued_out = in_background(queued, "SELECT inf_embed_query('x', 'a queued query')")
         time.sleep(0.3)
         mid = status(admin)
         if how == "pg_cancel_backend":
@@ -245,14 +233,14 @@ def phase_worker(args):
             admin.execute("SELECT pg_cancel_backend(%s)", (qpid,))
         tq.join(30)
         e = queued_out.get("error")
-        stopped = (time.monotonic() - cancelled_at) if how == "pg_cancel_backend" else queued_out.get("after")
+        stopped = (time.monotonic() - cancelled_at) if how == "pg_cancel_backend" else queued_out["seconds"]
         check(e is not None and e.sqlstate == "57014" and mid["queue_length"] >= 1,
               f"{how} while queued (queue length {mid['queue_length']}): {e.sqlstate if e else None} "
               f"after {stopped:.3f} s")
         check(stopped is not None and stopped < (0.5 if how == "pg_cancel_backend" else 0.8),
               f"{how} lands promptly")
         tb.join(60)
-        check(busy_out.get("rows") == 600, f"the session in the running batch still succeeds: {busy_out}")
+        check(busy_out.get("result") == 600, f"the session in the running batch still succeeds: {busy_out}")
         after = status(admin)
         check(after["dropped"] > before["dropped"], f"the worker dropped the abandoned request "
                                                     f"(dropped {before['dropped']} -> {after['dropped']})")

@@ -1,0 +1,45 @@
+//! The real model that scripts/setup.sh installs ($INF_IR_HOME, default
+//! /var/lib/inf_ir), for the integration tests; `None` (and a note) when it
+//! is not installed, so that they skip.
+
+#![allow(dead_code)] // each test crate uses part of it
+
+use inf_ir::engine::model_folder;
+use inf_ir::engine::ModelSpec;
+use std::path::PathBuf;
+
+pub fn home() -> PathBuf {
+    PathBuf::from(std::env::var("INF_IR_HOME").unwrap_or_else(|_| "/var/lib/inf_ir".into()))
+}
+
+pub fn model_dir() -> Option<PathBuf> {
+    let dir = home().join("models/all-MiniLM-L6-v2");
+    if dir.join("model.onnx").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: no model at {} (run scripts/setup.sh)", dir.display());
+        None
+    }
+}
+
+pub fn library() -> PathBuf {
+    home().join("onnxruntime/libonnxruntime.so.1.31.1")
+}
+
+/// The installed MiniLM as registration would describe it, and its folder.
+pub fn minilm_spec() -> Option<(ModelSpec, PathBuf)> {
+    let dir = model_dir()?;
+    let d = model_folder::inspect(&dir).unwrap();
+    let spec = ModelSpec {
+        name: "minilm".into(),
+        onnx_file: d.onnx_file,
+        tokenizer_file: d.tokenizer_file,
+        query_template: d.query_template,
+        passage_template: d.passage_template,
+        pooling: d.pooling,
+        dimension: d.dimension,
+        max_tokens: d.max_tokens,
+        pad_token_id: d.pad_token_id,
+    };
+    Some((spec, dir))
+}
