@@ -9,7 +9,7 @@
 
 use super::gucs;
 use crate::worker::host::{self, HostSettings};
-use crate::worker::SOCKET_NAME;
+use crate::worker::SOCKET_PATH;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::os::unix::fs::PermissionsExt;
@@ -52,10 +52,13 @@ pub extern "C-unwind" fn inf_ir_worker_main(_arg: pg_sys::Datum) {
     );
     // The working directory is the data directory (0700): only the server's
     // OS user can reach the socket.
-    let _ = std::fs::remove_file(SOCKET_NAME);
+    let _ = std::fs::remove_file(SOCKET_PATH);
+    if let Some(dir) = std::path::Path::new(SOCKET_PATH).parent() {
+        let _ = std::fs::create_dir_all(dir); // initdb makes it; a restored copy may lack it
+    }
     let listener =
-        UnixListener::bind(SOCKET_NAME).unwrap_or_else(|e| error!("inf_ir worker cannot listen on {SOCKET_NAME}: {e}"));
-    let _ = std::fs::set_permissions(SOCKET_NAME, std::fs::Permissions::from_mode(0o600));
+        UnixListener::bind(SOCKET_PATH).unwrap_or_else(|e| error!("inf_ir worker cannot listen on {SOCKET_PATH}: {e}"));
+    let _ = std::fs::set_permissions(SOCKET_PATH, std::fs::Permissions::from_mode(0o600));
     let mut host: Option<(libc::pid_t, Instant)> = None;
     let mut starts = 0u64;
     let mut next_start = Instant::now();
@@ -88,7 +91,7 @@ pub extern "C-unwind" fn inf_ir_worker_main(_arg: pg_sys::Datum) {
     if let Some((pid, _)) = host {
         stop_host(pid);
     }
-    let _ = std::fs::remove_file(SOCKET_NAME);
+    let _ = std::fs::remove_file(SOCKET_PATH);
 }
 
 /// `Some(description)` once the host has exited.

@@ -8,7 +8,7 @@ use super::registry::ModelRow;
 use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError, EngineResult, Interrupt};
 use crate::worker::client::{Connection, Waiter};
 use crate::worker::protocol::{EmbedRequest, ModelRef, OwnedInput, Request, Response, WorkerStatus};
-use crate::worker::SOCKET_NAME;
+use crate::worker::SOCKET_PATH;
 use parking_lot::Mutex;
 use pgrx::pg_sys;
 use std::os::unix::io::RawFd;
@@ -69,7 +69,7 @@ fn connect(patience: Duration) -> Result<Connection, std::io::Error> {
     }
     let deadline = Instant::now() + patience;
     loop {
-        match Connection::connect(Path::new(SOCKET_NAME)) {
+        match Connection::connect(Path::new(SOCKET_PATH)) {
             Ok(connection) => return Ok(connection),
             Err(e)
                 if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED | libc::EAGAIN))
@@ -87,7 +87,7 @@ pub fn call(request: &Request) -> Response {
     let mut connection = connect(CONNECT_PATIENCE).unwrap_or_else(|e| {
         raise(
             EngineError::worker(format!(
-                "cannot reach the inf_ir worker ({SOCKET_NAME} in the data directory): {e}"
+                "cannot reach the inf_ir worker ({SOCKET_PATH} in the data directory): {e}"
             ))
             .with_hint(
                 "it runs when inf_ir is in shared_preload_libraries; the server log says why it is not \

@@ -14,6 +14,8 @@ pub mod models;
 pub mod protocol;
 pub mod stats;
 
-/// The socket's name, relative to the data directory: every server process
-/// runs there, and the directory's 0700 mode keeps other OS users out.
-pub const SOCKET_NAME: &str = "inf_ir_worker.sock";
+/// The socket, relative to the data directory: every server process runs
+/// there, and the directory's 0700 mode keeps other OS users out. In
+/// pg_stat_tmp because base backups and pg_rewind skip that directory's
+/// contents (elsewhere pg_basebackup warns about a special file).
+pub const SOCKET_PATH: &str = "pg_stat_tmp/inf_ir_worker.sock";
