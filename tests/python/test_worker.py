@@ -8,7 +8,9 @@
                load ONNX Runtime; concurrent sessions share batches; SIGKILL of
                the model host during a call is an ERROR in that call and the
                next call works; cancel and statement_timeout while queued; a
-               backend that goes away is dropped; the worker's library is fixed.
+               backend that goes away is dropped; the worker's library is fixed;
+               after SIGKILL of the supervisor (PostgreSQL restarts the
+               server) the old host is gone and the worker works again.
 
 Usage: test_worker.py --port P --phase local|worker --vectors FILE
 """
@@ -77,6 +79,15 @@ def status(conn):
         cur.execute("SELECT * FROM inf_ir.worker_status")
         names = [d.name for d in cur.description]
         return dict(zip(names, cur.fetchone()))
+
+
+def running(pid):
+    """Whether `pid` is a live process (a zombie awaiting its reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 def maps_onnxruntime(pid):
@@ -259,7 +270,27 @@ def phase_worker(args):
         except psycopg.Error as e:
             check("cannot switch" in str(e) and "restart" in (e.diag.message_hint or ""),
                   f"a different library in worker mode: {e.diag.message_primary}")
+
+    # SIGKILL of the supervisor (a PostgreSQL process): PostgreSQL restarts the
+    # server, as for any process attached to shared memory; the model host
+    # must die with its supervisor, and the worker must come back.
+    s = status(admin)
     admin.close()
+    os.kill(s["worker_pid"], signal.SIGKILL)
+    deadline, back = time.monotonic() + 60, None
+    while time.monotonic() < deadline and back is None:
+        time.sleep(0.5)
+        try:
+            with connect(args) as conn:
+                dims = len(conn.execute("SELECT inf_embed('after a server restart')").fetchone()[0])
+                back = (dims, status(conn))
+        except psycopg.Error:
+            pass
+    host_alive = running(s["host_pid"])
+    check(back is not None and back[0] == 384 and back[1]["worker_pid"] != s["worker_pid"] and not host_alive,
+          f"after SIGKILL of the supervisor (pid {s['worker_pid']}) and PostgreSQL's restart: "
+          f"{'embeds again' if back else 'no answer'}, old host {'still alive' if host_alive else 'gone'}, "
+          f"new worker pid {back[1]['worker_pid'] if back else None}")
 
 
 def main():
