@@ -44,21 +44,14 @@ CREATE TEMP TABLE raw(j json);
 INSERT INTO bench_passages(body) SELECT j #>> '{}' FROM raw;
 SQL
 
-sql_many() {
+# sql_rate COUNTING_QUERY: passages per second of one timed statement that
+# returns the number of vectors made as "count", after a warm-up call.
+sql_rate() {
   "${PSQL[@]}" -d inf_ir_bench <<SQL
 SET inf_ir.threads = $THREADS;
 SELECT count(*) FROM inf_embed_many(ARRAY['warm up the model']);
 SELECT extract(epoch FROM clock_timestamp()) \gset t0_
-SELECT count(embedding) FROM inf_embed_many((SELECT array_agg(body ORDER BY id) FROM bench_passages)) \gset n_
-SELECT round(:n_count / (extract(epoch FROM clock_timestamp()) - :t0_extract)::numeric, 2) AS passages_per_s;
-SQL
-}
-sql_rows() {
-  "${PSQL[@]}" -d inf_ir_bench <<SQL
-SET inf_ir.threads = $THREADS;
-SELECT count(*) FROM inf_embed_many(ARRAY['warm up the model']);
-SELECT extract(epoch FROM clock_timestamp()) \gset t0_
-SELECT count(inf_embed(body)) FROM bench_passages \gset n_
+$1 \gset n_
 SELECT round(:n_count / (extract(epoch FROM clock_timestamp()) - :t0_extract)::numeric, 2) AS passages_per_s;
 SQL
 }
@@ -66,7 +59,7 @@ SQL
 echo "passages=$N threads=$THREADS rounds=$ROUNDS cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\""
 for r in $(seq "$ROUNDS"); do
   raw=$("$raw_bin" "$work/texts.jsonl" "$MODEL_DIR" "$ORT_LIBRARY" "$THREADS" | sed -n 's/.*passages_per_s=\([0-9.]*\).*/\1/p')
-  many=$(sql_many | tail -1)
-  rows=$(sql_rows | tail -1)
+  many=$(sql_rate "SELECT count(embedding) FROM inf_embed_many((SELECT array_agg(body ORDER BY id) FROM bench_passages))" | tail -1)
+  rows=$(sql_rate "SELECT count(inf_embed(body)) FROM bench_passages" | tail -1)
   echo "round $r: raw_ort=$raw/s  sql_inf_embed_many=$many/s  sql_inf_embed_per_row=$rows/s  $(awk -v m="$many" -v r="$rows" -v b="$raw" 'BEGIN { printf "ratio_many=%.3f  ratio_rows=%.3f", m / b, r / b }')"
 done

@@ -75,17 +75,22 @@ def queries_copy(path, table):
             f"COPY {table} FROM STDIN WITH (FORMAT csv);\n" + buf.getvalue() + "\\.\n")
 
 
-def scifact(args):
-    d = os.path.join(args.data, "scifact")
-    qrels = read_qrels(os.path.join(d, "qrels", "test.tsv"))
-    out = psql(args, f"""
+def load_and_embed(corpus, path):
+    """SQL that loads a JSONL file into a corpus and embeds it, quietly."""
+    return f"""
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS inf_ir;
 \\o /dev/null
-SELECT * FROM inf_load_jsonl('scifact_eval', '{os.path.abspath(d)}/corpus.jsonl');
-CALL inf_embed_corpus('scifact_eval', 256);
+SELECT * FROM inf_load_jsonl('{corpus}', '{os.path.abspath(path)}');
+CALL inf_embed_corpus('{corpus}', 256);
 \\o
-""" + queries_copy(os.path.join(d, "queries.jsonl"), "q") + """
+"""
+
+
+def scifact(args):
+    d = os.path.join(args.data, "scifact")
+    qrels = read_qrels(os.path.join(d, "qrels", "test.tsv"))
+    out = psql(args, load_and_embed("scifact_eval", os.path.join(d, "corpus.jsonl")) + queries_copy(os.path.join(d, "queries.jsonl"), "q") + """
 \\copy (SELECT 'r', q.qid, s.external_id, s.rank FROM q, LATERAL inf_search(NULL, q.body, 100, 'scifact_eval') s) TO STDOUT WITH (FORMAT csv)
 \\copy (SELECT 'q', q.qid, inf_embed_query(NULL, q.body), 0 FROM q) TO STDOUT WITH (FORMAT csv)
 \\copy (SELECT 'd', external_id, embedding, 0 FROM inf_ir.passages JOIN inf_ir.corpora USING (corpus_id) WHERE name = 'scifact_eval') TO STDOUT WITH (FORMAT csv)
@@ -141,14 +146,7 @@ def dl19(args):
     for q, docs in bm25.items():
         for doc in docs:
             w.writerow([q, doc])
-    out = psql(args, f"""
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS inf_ir;
-\\o /dev/null
-SELECT * FROM inf_load_jsonl('dl19_eval', '{os.path.abspath(d)}/passages.jsonl');
-CALL inf_embed_corpus('dl19_eval', 256);
-\\o
-""" + queries_copy(os.path.join(d, "queries.jsonl"), "q") + """
+    out = psql(args, load_and_embed("dl19_eval", os.path.join(d, "passages.jsonl")) + queries_copy(os.path.join(d, "queries.jsonl"), "q") + """
 CREATE TEMP TABLE cand(qid text, doc text);
 \\o /dev/null
 COPY cand FROM STDIN WITH (FORMAT csv);
