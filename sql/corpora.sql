@@ -5,9 +5,6 @@ CREATE TABLE inf_ir.corpora (
     corpus_id  serial PRIMARY KEY,
     name       text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
     model      text NOT NULL REFERENCES inf_ir.models(name) ON UPDATE CASCADE,
-    -- Bumped by every statement that changes the corpus's passages; a
-    -- search's in-memory matrix is valid only for the generation it was built at.
-    generation bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE inf_ir.corpora IS 'Named passage collections searched by inf_search().';
@@ -21,12 +18,19 @@ CREATE TABLE inf_ir.passages (
     metadata      jsonb NOT NULL DEFAULT '{}',
     embedding     real[],
     embedded_with text,  -- fingerprint of the model files that produced embedding
-    UNIQUE (corpus_id, external_id)
+    UNIQUE (corpus_id, external_id),
+    CONSTRAINT passages_fingerprint_needs_embedding CHECK (embedding IS NOT NULL OR embedded_with IS NULL)
 );
 -- Keep embeddings in the row (a long body is moved out of line first); an
 -- out-of-line vector makes every scan fetch it from TOAST.
 ALTER TABLE inf_ir.passages ALTER COLUMN embedding SET STORAGE MAIN;
 CREATE INDEX passages_pending ON inf_ir.passages (corpus_id, passage_id) WHERE embedding IS NULL;
+-- Counts passages without a current embedding at each search (btree
+-- deduplication keeps one fingerprint per corpus small).
+CREATE INDEX passages_embedded_with ON inf_ir.passages (corpus_id, embedded_with);
+-- The vector indexes are per corpus and model files: partial inf_ivf indexes
+-- named passages_ivf_<corpus_id>_<fingerprint prefix>, made by
+-- inf_corpus_index() (which inf_embed_corpus calls when it is done).
 COMMENT ON TABLE inf_ir.passages IS
     'Passages of the corpora; load with inf_load_jsonl() or plain INSERT/COPY, embed with CALL inf_embed_corpus().';
 
@@ -60,37 +64,6 @@ BEGIN
 END $$;
 CREATE TRIGGER passages_text_changed BEFORE UPDATE OF title, body ON inf_ir.passages
     FOR EACH ROW EXECUTE FUNCTION inf_ir.passages_text_changed();
-
--- Every statement that changes passages bumps its corpora's generation. It
--- runs as the table owner (SECURITY DEFINER, pinned search_path) so that
--- writers need no UPDATE right on inf_ir.corpora.
-CREATE FUNCTION inf_ir.passages_bump_generation() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        UPDATE inf_ir.corpora c SET generation = c.generation + 1
-        WHERE c.corpus_id IN (SELECT DISTINCT corpus_id FROM new_rows);
-    ELSIF TG_OP = 'UPDATE' THEN
-        UPDATE inf_ir.corpora c SET generation = c.generation + 1
-        WHERE c.corpus_id IN (SELECT corpus_id FROM new_rows UNION SELECT corpus_id FROM old_rows);
-    ELSIF TG_OP = 'DELETE' THEN
-        UPDATE inf_ir.corpora c SET generation = c.generation + 1
-        WHERE c.corpus_id IN (SELECT DISTINCT corpus_id FROM old_rows);
-    ELSE -- TRUNCATE
-        UPDATE inf_ir.corpora c SET generation = c.generation + 1;
-    END IF;
-    RETURN NULL;
-END $$;
-REVOKE ALL ON FUNCTION inf_ir.passages_bump_generation() FROM PUBLIC;
-CREATE TRIGGER passages_bump_on_insert AFTER INSERT ON inf_ir.passages
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
-CREATE TRIGGER passages_bump_on_update AFTER UPDATE ON inf_ir.passages
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
-CREATE TRIGGER passages_bump_on_delete AFTER DELETE ON inf_ir.passages
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
-CREATE TRIGGER passages_bump_on_truncate AFTER TRUNCATE ON inf_ir.passages
-    FOR EACH STATEMENT EXECUTE FUNCTION inf_ir.passages_bump_generation();
 
 -- What the embedding maintenance has left to do, and how fast it goes.
 CREATE VIEW inf_ir.embedding_progress AS

@@ -1,7 +1,8 @@
 -- Embeds every passage of a corpus that has no current embedding, in
 -- batches, committing after each one: a cancel loses only the batch in
 -- flight, and calling it again resumes. Progress goes to NOTICEs and to
--- inf_ir.embedding_runs (see the view inf_ir.embedding_progress).
+-- inf_ir.embedding_runs (see the view inf_ir.embedding_progress). At the end
+-- it makes (or retrains) the corpus's vector index.
 -- No SET clause: a procedure with one cannot COMMIT; names are qualified instead.
 CREATE PROCEDURE @extschema@.inf_embed_corpus(corpus text, batch_size integer DEFAULT 256)
 LANGUAGE plpgsql AS $$
@@ -55,6 +56,10 @@ BEGIN
         COMMIT;
     END LOOP;
     UPDATE inf_ir.embedding_runs SET finished = true, updated_at = pg_catalog.clock_timestamp() WHERE run_id = run;
+    COMMIT;
+    -- The vector index: made on the first run, retrained once the corpus
+    -- has doubled since its lists were trained.
+    RAISE NOTICE 'inf_embed_corpus %: vector index %', corpus, @extschema@.inf_corpus_index(corpus);
     COMMIT;
 END $$;
 COMMENT ON PROCEDURE @extschema@.inf_embed_corpus(text, integer) IS

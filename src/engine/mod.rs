@@ -4,11 +4,13 @@
 pub mod batching;
 pub mod error;
 pub mod fingerprint;
+pub mod ivf;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;
 pub mod pooling;
 pub mod runtime;
+pub mod simd;
 pub mod template;
 pub mod tokenize;
 pub mod topk;

@@ -23,15 +23,12 @@ pgrx::extension_sql_file!(
 pub struct CorpusRow {
     pub corpus_id: i32,
     pub model: String,
-    /// Generation and the transaction that wrote it: together they name one
-    /// committed (or our own) state of the corpus's passages.
-    pub version: (i64, String),
 }
 
 pub fn lookup(name: &str) -> CorpusRow {
     let row = Spi::connect(|client| {
         let t = client.select(
-            "SELECT corpus_id, model, generation, xmin::text FROM inf_ir.corpora WHERE name = $1",
+            "SELECT corpus_id, model FROM inf_ir.corpora WHERE name = $1",
             Some(1),
             &[name.into()],
         )?;
@@ -42,10 +39,6 @@ pub fn lookup(name: &str) -> CorpusRow {
         Ok(Some(CorpusRow {
             corpus_id: t.get::<i32>(1)?.unwrap_or_default(),
             model: t.get::<String>(2)?.unwrap_or_default(),
-            version: (
-                t.get::<i64>(3)?.unwrap_or_default(),
-                t.get::<String>(4)?.unwrap_or_default(),
-            ),
         }))
     })
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read inf_ir.corpora: {e}"));
@@ -94,9 +87,17 @@ fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i32 {
     .expect("RETURNING gives a row")
 }
 
-/// Drop a corpus and its passages. Returns whether it existed.
+/// Drop a corpus, its passages and its vector indexes. Returns whether it existed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_drop_corpus(name: &str) -> bool {
+    if let Some(id) = Spi::get_one_with_args::<i32>("SELECT corpus_id FROM inf_ir.corpora WHERE name = $1", &[name.into()])
+        .ok()
+        .flatten()
+    {
+        for index in corpus_indexes(id) {
+            Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+        }
+    }
     Spi::get_one_with_args::<bool>(
         "WITH d AS (DELETE FROM inf_ir.corpora WHERE name = $1 RETURNING 1) SELECT count(*) > 0 FROM d",
         &[name.into()],
@@ -191,4 +192,117 @@ fn inf_load_jsonl(
     })
     .unwrap_or_else(|e| pgrx::error!("inf_ir: loading {path} failed: {e}"));
     TableIterator::once(counts)
+}
+
+/// Name of the vector index of a corpus for one version of its model's files.
+pub fn index_name(corpus_id: i32, fingerprint: &str) -> String {
+    let prefix: String = fingerprint.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    format!("passages_ivf_{corpus_id}_{}", prefix.to_ascii_lowercase())
+}
+
+/// The corpus's vector indexes (any model version).
+fn corpus_indexes(corpus_id: i32) -> Vec<String> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'inf_ir'::regnamespace
+                 AND c.relkind = 'i' AND c.relname LIKE $1 ORDER BY 1",
+                None,
+                &[format!("passages\\_ivf\\_{corpus_id}\\_%").into()],
+            )?
+            .map(|r| Ok(r.get::<String>(1)?.unwrap_or_default()))
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot list indexes: {e}"))
+}
+
+/// Whether the vector index for these model files exists.
+pub fn has_index(corpus_id: i32, fingerprint: &str) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT to_regclass('inf_ir.' || $1) IS NOT NULL",
+        &[index_name(corpus_id, fingerprint).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+fn create_index_sql(name: &str, corpus_id: i32, fingerprint: &str) -> String {
+    format!(
+        "CREATE INDEX {name} ON inf_ir.passages USING inf_ivf (embedding)
+         WHERE corpus_id = {corpus_id} AND embedded_with = {}",
+        quote_literal(fingerprint)
+    )
+}
+
+/// A string as an SQL literal (standard_conforming_strings is on by default
+/// since PostgreSQL 9.1; backslashes are doubled for E'' form either way).
+pub fn quote_literal(text: &str) -> String {
+    if text.contains('\\') {
+        format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+}
+
+/// The schema inf_ir's functions and operators live in, quoted.
+pub fn extension_schema() -> String {
+    thread_local! {
+        static SCHEMA: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
+    }
+    SCHEMA.with(|s| {
+        s.get_or_init(|| {
+            Spi::get_one::<String>(
+                "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                 WHERE e.extname = 'inf_ir'",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "public".into())
+        })
+        .clone()
+    })
+}
+
+/// Make (or retrain) the vector index of a corpus for its model's current
+/// files: created when missing, rebuilt when `rebuild` or when the corpus
+/// has at least doubled since its lists were trained (and has 2,000 rows).
+/// Indexes for older model files go. Returns the index name.
+#[pg_extern(volatile, parallel_unsafe)]
+fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
+    let row = lookup(corpus);
+    let model = registry::lookup(Some(&row.model));
+    let name = index_name(row.corpus_id, &model.fingerprint);
+    for old in corpus_indexes(row.corpus_id) {
+        if old != name && !old.ends_with("_rebuild") {
+            Spi::run(&format!("DROP INDEX inf_ir.{old}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+        }
+    }
+    if !has_index(row.corpus_id, &model.fingerprint) {
+        Spi::run(&create_index_sql(&name, row.corpus_id, &model.fingerprint))
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {name}: {e}"));
+        return name;
+    }
+    let rows = Spi::get_one_with_args::<i64>(
+        "SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2",
+        &[row.corpus_id.into(), model.fingerprint.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0);
+    let trained = Spi::get_one_with_args::<i64>(
+        &format!("SELECT trained_rows FROM {}.inf_index_info(('inf_ir.' || $1)::regclass)", extension_schema()),
+        &[name.as_str().into()],
+    );
+    let trained = trained.ok().flatten().unwrap_or(0);
+    if rebuild || (rows >= 2000 && rows >= 2 * trained.max(1)) {
+        // Build beside the old index (searches go on using it), then swap.
+        let fresh = format!("{name}_rebuild");
+        Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{fresh}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+        Spi::run(&create_index_sql(&fresh, row.corpus_id, &model.fingerprint))
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot rebuild index {name}: {e}"));
+        Spi::run(&format!("DROP INDEX inf_ir.{name}; ALTER INDEX inf_ir.{fresh} RENAME TO {name}"))
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot swap in the rebuilt index {name}: {e}"));
+    }
+    name
 }

@@ -13,6 +13,9 @@ static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
 static INFERENCE: GucSetting<Inference> = GucSetting::<Inference>::new(Inference::Auto);
 static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static WORKER_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(4);
+static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
+static RERANK: GucSetting<i32> = GucSetting::<i32>::new(200);
+static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Where this session's embeddings are computed.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -102,6 +105,34 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"inf_ir.probes",
+        c"Lists of an inf_ivf index scanned first (more: higher recall, slower).",
+        c"When a filter or invisible rows leave too few hits, the scan goes on to the next lists by itself.",
+        &PROBES,
+        1,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"inf_ir.rerank",
+        c"Index entries re-scored with the exact float32 vector per scan round.",
+        c"The int8 codes pick them; more means fewer ranking errors from quantisation.",
+        &RERANK,
+        1,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"inf_ir.exact_search",
+        c"Make inf_search, inf_search_vector scan every passage exactly instead of using the index.",
+        c"Exact float32 cosine over all passages: slower, for checking the index's recall.",
+        &EXACT_SEARCH,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"inf_ir".as_ptr());
     }
@@ -162,4 +193,16 @@ pub fn worker_batch_wait() -> std::time::Duration {
 
 pub fn worker_max_models() -> usize {
     WORKER_MAX_MODELS.get().max(1) as usize
+}
+
+pub fn probes() -> usize {
+    PROBES.get().max(1) as usize
+}
+
+pub fn rerank() -> usize {
+    RERANK.get().max(1) as usize
+}
+
+pub fn exact_search() -> bool {
+    EXACT_SEARCH.get()
 }

@@ -1,7 +1,6 @@
 //! The SQL face of inf_ir: a thin adapter over `crate::engine`.
 
 mod corpus;
-mod corpus_cache;
 mod dataset;
 mod embed;
 mod errors;
@@ -9,6 +8,7 @@ mod evaluation;
 mod gucs;
 mod inference;
 mod interrupt;
+mod ivf;
 mod model_cache;
 mod privileges;
 mod registry;
@@ -19,5 +19,6 @@ mod worker_status;
 
 pub fn init() {
     gucs::init();
+    ivf::init();
     worker::register_if_preloading();
 }

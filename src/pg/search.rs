@@ -1,7 +1,6 @@
 //! inf_search, inf_search_vector and inf_rerank.
 
 use super::corpus::{self, CorpusRow};
-use super::corpus_cache;
 use super::errors::{raise, raise_with};
 use super::gucs;
 use super::inference;
@@ -58,14 +57,21 @@ fn resolve_corpus(name: Option<&str>) -> (&str, CorpusRow, ModelRow) {
     (name, corpus, model)
 }
 
-/// Rank `corpus`'s passages against `query_vector`: exact top-k over the
-/// corpus's in-memory matrix, then the texts of the hits from the table.
+/// Rows the index scan returns beyond k, so that ties at the k-th place are
+/// broken by the smaller passage id as in an exact scan.
+const TIE_SLACK: usize = 10;
+
+/// Rank `corpus`'s passages against `query_vector` in the caller's
+/// snapshot: through the corpus's inf_ivf index (or, with
+/// inf_ir.exact_search or without an index, an exact scan), then by score
+/// and the smaller passage id.
 fn search_corpus(
     corpus_name: &str,
     corpus: &CorpusRow,
     model: &ModelRow,
     query_vector: &[f32],
     k: usize,
+    filter: Option<pgrx::JsonB>,
 ) -> SearchRows {
     if query_vector.len() != model.spec.dimension {
         raise(
@@ -78,14 +84,20 @@ fn search_corpus(
             .with_hint("embed the query with the corpus's model, e.g. inf_embed_query(instruction, query, model)"),
         );
     }
-    let loaded = corpus_cache::get(corpus, &model.fingerprint, model.spec.dimension);
-    if loaded.matrix.is_empty() {
-        if loaded.pending > 0 {
+    if let Some(i) = query_vector.iter().position(|x| !x.is_finite()) {
+        raise(
+            EngineError::invalid(format!("query vector has a non-finite value ({}) at position {}", query_vector[i], i + 1))
+                .with_hint("pass a vector from inf_embed_query(...)"),
+        );
+    }
+    let (current, pending) = counts(corpus, &model.fingerprint);
+    if !current {
+        if pending > 0 {
             raise_with(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(
-                    "corpus \"{corpus_name}\" has no passages embedded with the current files of model \"{}\" ({} passages pending)",
-                    model.spec.name, loaded.pending
+                    "corpus \"{corpus_name}\" has no passages embedded with the current files of model \"{}\" ({pending} passages pending)",
+                    model.spec.name
                 ),
                 format!("embed them first: CALL inf_embed_corpus('{corpus_name}')"),
             );
@@ -93,15 +105,71 @@ fn search_corpus(
         pgrx::notice!("inf_ir: corpus \"{corpus_name}\" has no passages");
         return TableIterator::new(std::iter::empty());
     }
-    if loaded.pending > 0 {
+    if pending > 0 {
         pgrx::notice!(
-            "inf_ir: {} passages of corpus \"{corpus_name}\" have no current embedding and were not searched; CALL inf_embed_corpus('{corpus_name}') to embed them",
-            loaded.pending
+            "inf_ir: {pending} passages of corpus \"{corpus_name}\" have no current embedding and were not searched; CALL inf_embed_corpus('{corpus_name}') to embed them"
         );
     }
-    let candidates = (k * 10).max(200);
-    let hits = loaded.matrix.search(query_vector, k, candidates, gucs::threads());
-    with_texts(hits)
+    let indexed = corpus::has_index(corpus.corpus_id, &model.fingerprint);
+    let exact = gucs::exact_search() || !indexed;
+    if !indexed && !gucs::exact_search() {
+        pgrx::notice!(
+            "inf_ir: corpus \"{corpus_name}\" has no vector index for the current model files, so every passage was scanned; SELECT inf_corpus_index('{corpus_name}') makes it"
+        );
+    }
+    let schema = corpus::extension_schema();
+    let order = if exact {
+        format!("{schema}.inf_cosine_distance(p.embedding, $1), p.passage_id")
+    } else {
+        format!("p.embedding OPERATOR({schema}.<=>) $1")
+    };
+    let sql = format!(
+        "SELECT passage_id, external_id, body, score FROM (
+             SELECT p.passage_id, p.external_id, p.body,
+                    (1 - {schema}.inf_cosine_distance(p.embedding, $1))::real AS score
+             FROM inf_ir.passages p
+             WHERE p.corpus_id = {id} AND p.embedded_with = {fingerprint} {filter}
+             ORDER BY {order} LIMIT {limit}) hits
+         ORDER BY score DESC, passage_id LIMIT {k}",
+        id = corpus.corpus_id,
+        fingerprint = corpus::quote_literal(&model.fingerprint),
+        filter = if filter.is_some() { "AND p.metadata @> $2" } else { "" },
+        limit = if exact { k } else { k + TIE_SLACK },
+    );
+    let query = query_vector.to_vec();
+    let rows: Vec<(i64, String, String, f32, i32)> = Spi::connect(|client| {
+        let args: Vec<pgrx::datum::DatumWithOid> = match filter {
+            Some(f) => vec![query.into(), f.into()],
+            None => vec![query.into()],
+        };
+        let t = client.select(&sql, None, &args)?;
+        t.enumerate()
+            .map(|(i, r)| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                    r.get::<f32>(4)?.unwrap_or_default(),
+                    i as i32 + 1,
+                ))
+            })
+            .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: search failed: {e}"));
+    TableIterator::new(rows)
+}
+
+/// Whether the corpus has passages with a current embedding, and how many
+/// have none (cheap: both come from the (corpus_id, embedded_with) index).
+fn counts(corpus: &CorpusRow, fingerprint: &str) -> (bool, i64) {
+    let (current, pending) = Spi::get_two_with_args::<bool, i64>(
+        "SELECT EXISTS (SELECT 1 FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2),
+                (SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1
+                   AND (embedded_with IS NULL OR embedded_with < $2 OR embedded_with > $2))",
+        &[corpus.corpus_id.into(), fingerprint.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot count passages: {e}"));
+    (current.unwrap_or(false), pending.unwrap_or(0))
 }
 
 /// Attach external ids and bodies (read in the caller's snapshot) to ranked hits.
@@ -142,6 +210,7 @@ fn inf_search(
     query: Option<&str>,
     k: default!(Option<i32>, 10),
     corpus: default!(Option<&str>, "'default'"),
+    filter: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -156,7 +225,7 @@ fn inf_search(
     let k = check_k(k);
     let (corpus_name, corpus, model) = resolve_corpus(corpus);
     let vector = embed_query(&model, instruction, query);
-    search_corpus(corpus_name, &corpus, &model, &vector, k)
+    search_corpus(corpus_name, &corpus, &model, &vector, k, filter)
 }
 
 /// Search a corpus by a given query vector (already embedded with the corpus's model).
@@ -165,6 +234,7 @@ fn inf_search_vector(
     query_embedding: Option<Vec<f32>>,
     k: default!(Option<i32>, 10),
     corpus: default!(Option<&str>, "'default'"),
+    filter: default!(Option<pgrx::JsonB>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -180,7 +250,7 @@ fn inf_search_vector(
     });
     let k = check_k(k);
     let (corpus_name, corpus, model) = resolve_corpus(corpus);
-    search_corpus(corpus_name, &corpus, &model, &vector, k)
+    search_corpus(corpus_name, &corpus, &model, &vector, k, filter)
 }
 
 /// Re-rank candidate passages (e.g. a full-text search's top 100) for an

@@ -1,0 +1,382 @@
+//! CREATE INDEX / REINDEX: two passes over the table. The first samples
+//! rows (reservoir) and counts them; k-means trains the lists on the sample;
+//! the second assigns every row to its nearest list (blocked GEMMs on all
+//! cores) and keeps its code; then the pages are written, each as a
+//! full-page generic WAL record.
+
+use super::pages::{self, ListHead, Locked, Meta, WalChange};
+use super::{options, vector};
+use crate::engine::ivf::kmeans::{self, SplitMix, Training};
+use crate::pg::gucs;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// Training rows per list (more gives steadier lists, costs k-means time).
+const SAMPLE_PER_LIST: usize = 48;
+/// Reservoir size when the list count is automatic (enough for 3,300 lists).
+const AUTO_SAMPLE: usize = 160_000;
+/// Rows assigned per GEMM batch in the second pass.
+const ASSIGN_BATCH: usize = 32_768;
+const KMEANS_ITERATIONS: usize = 8;
+
+/// Lists for `rows` rows when the `lists` option is 0: a thousand rows per
+/// list up to a million rows, then the square root (as for pgvector's ivfflat).
+pub fn auto_lists(rows: u64) -> usize {
+    let lists = if rows <= 1_000_000 {
+        rows / 1000
+    } else {
+        (rows as f64).sqrt() as u64
+    };
+    lists.max(1) as usize
+}
+
+struct Pass1 {
+    dim: Option<usize>,
+    seen: u64,
+    cap: usize,
+    sample: Vec<f32>,
+    rng: SplitMix,
+}
+
+struct Pass2 {
+    dim: usize,
+    centroids: Vec<f32>,
+    threads: usize,
+    tids: Vec<pg_sys::ItemPointerData>,
+    batch: Vec<f32>,
+    /// Entry bytes per list, concatenated.
+    lists: Vec<Vec<u8>>,
+    rows: u64,
+}
+
+unsafe fn first_value(values: *mut pg_sys::Datum, isnull: *mut bool) -> Option<pg_sys::Datum> {
+    (!*isnull).then(|| *values)
+}
+
+unsafe fn row_vector(datum: pg_sys::Datum, tid: pg_sys::ItemPointer, dim: Option<usize>) -> Vec<f32> {
+    let what = format!("the vector of row {}", tid_text(&*tid));
+    vector::with_floats(datum, &what, |v| {
+        if let Some(dim) = dim {
+            if v.len() != dim {
+                crate::pg::errors::raise_with(
+                    pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                    format!("{what} has {} dimensions; the index's other rows have {dim}", v.len()),
+                    "an inf_ivf index holds vectors of one model; index each corpus (model) separately, e.g. with a partial index WHERE corpus_id = ...",
+                );
+            }
+        }
+        vector::unit(v, &what)
+    })
+}
+
+pub fn tid_text(tid: &pg_sys::ItemPointerData) -> String {
+    let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
+    format!("({block},{})", tid.ip_posid)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn sample_row(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    let state = &mut *(state as *mut Pass1);
+    let Some(datum) = first_value(values, isnull) else { return };
+    let v = row_vector(datum, tid, state.dim);
+    let dim = *state.dim.get_or_insert(v.len());
+    state.seen += 1;
+    let held = state.sample.len() / dim;
+    if held < state.cap {
+        state.sample.extend_from_slice(&v);
+    } else {
+        // Reservoir sampling: row n replaces a held one with probability cap / n.
+        let j = (state.rng.next() % state.seen) as usize;
+        if j < state.cap {
+            state.sample[j * dim..(j + 1) * dim].copy_from_slice(&v);
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_row(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    let state = &mut *(state as *mut Pass2);
+    let Some(datum) = first_value(values, isnull) else { return };
+    let v = row_vector(datum, tid, Some(state.dim));
+    state.tids.push(*tid);
+    state.batch.extend_from_slice(&v);
+    if state.tids.len() >= ASSIGN_BATCH {
+        state.flush();
+    }
+}
+
+impl Pass2 {
+    fn flush(&mut self) {
+        if self.tids.is_empty() {
+            return;
+        }
+        pgrx::check_for_interrupts!();
+        let nearest = kmeans::nearest(&self.batch, self.dim, &self.centroids, self.threads);
+        let mut entry = Vec::new();
+        for (i, (list, _)) in nearest.into_iter().enumerate() {
+            pages::make_entry(&self.tids[i], &self.batch[i * self.dim..(i + 1) * self.dim], &mut entry);
+            self.lists[list as usize].extend_from_slice(&entry);
+        }
+        self.rows += self.tids.len() as u64;
+        self.tids.clear();
+        self.batch.clear();
+    }
+}
+
+unsafe fn scan_table(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    info: *mut pg_sys::IndexInfo,
+    callback: pg_sys::IndexBuildCallback,
+    state: *mut std::ffi::c_void,
+) -> f64 {
+    let scan = (*(*heap).rd_tableam).index_build_range_scan.expect("table AM builds indexes");
+    scan(
+        heap,
+        index,
+        info,
+        true,
+        false,
+        true,
+        0,
+        pg_sys::InvalidBlockNumber,
+        callback,
+        state,
+        std::ptr::null_mut(),
+    )
+}
+
+fn new_build_id() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    SplitMix(now ^ ((std::process::id() as u64) << 32)).next()
+}
+
+pub unsafe fn check_indexed_column(index: pg_sys::Relation) -> i32 {
+    let attnum = *(*(*index).rd_index).indkey.values.as_ptr();
+    if attnum <= 0 {
+        pgrx::error!("inf_ir: an inf_ivf index is on a real[] column, not an expression");
+    }
+    attnum as i32
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuild(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    info: *mut pg_sys::IndexInfo,
+) -> *mut pg_sys::IndexBuildResult {
+    check_indexed_column(index);
+    if pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) != 0 {
+        pgrx::error!("inf_ir: index \"{}\" already contains data", pages::relation_name(index));
+    }
+    let wanted_lists = options::lists(index);
+    let threads = gucs::threads();
+    let mut pass1 = Pass1 {
+        dim: None,
+        seen: 0,
+        cap: if wanted_lists > 0 { (wanted_lists * SAMPLE_PER_LIST).max(10_000) } else { AUTO_SAMPLE },
+        sample: Vec::new(),
+        rng: SplitMix(0x5EED),
+    };
+    let heap_tuples = scan_table(heap, index, info, Some(sample_row), &mut pass1 as *mut Pass1 as *mut _);
+    let rows = pass1.seen;
+    let (centroids, dim) = match pass1.dim {
+        None => (Vec::new(), 0),
+        Some(dim) => {
+            let lists = if wanted_lists > 0 { wanted_lists } else { auto_lists(rows) };
+            let sample = training_subset(&pass1.sample, dim, lists * SAMPLE_PER_LIST, &mut pass1.rng);
+            pgrx::check_for_interrupts!();
+            let centroids = kmeans::train(
+                &sample,
+                dim,
+                Training {
+                    lists,
+                    iterations: KMEANS_ITERATIONS,
+                    threads,
+                    seed: 42,
+                },
+            );
+            (centroids, dim)
+        }
+    };
+    drop(pass1);
+    let lists = if dim == 0 { 0 } else { centroids.len() / dim };
+    let mut pass2 = Pass2 {
+        dim,
+        centroids,
+        threads,
+        tids: Vec::new(),
+        batch: Vec::new(),
+        lists: vec![Vec::new(); lists],
+        rows: 0,
+    };
+    if lists > 0 {
+        scan_table(heap, index, info, Some(assign_row), &mut pass2 as *mut Pass2 as *mut _);
+        pass2.flush();
+    }
+    write_index(index, pg_sys::ForkNumber::MAIN_FORKNUM, &pass2, rows);
+    let mut result = PgBox::<pg_sys::IndexBuildResult>::alloc0();
+    result.heap_tuples = heap_tuples;
+    result.index_tuples = pass2.rows as f64;
+    result.into_pg()
+}
+
+/// At most `want` rows of the reservoir, picked at random (its prefix is
+/// not a uniform sample while it was still filling).
+fn training_subset(sample: &[f32], dim: usize, want: usize, rng: &mut SplitMix) -> Vec<f32> {
+    let n = sample.len() / dim;
+    if n <= want {
+        return sample.to_vec();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in 0..want {
+        let j = i + rng.below(n - i);
+        order.swap(i, j);
+    }
+    order[..want]
+        .iter()
+        .flat_map(|&r| sample[r * dim..(r + 1) * dim].iter().copied())
+        .collect()
+}
+
+/// Write meta page, data pages of every list, then the directory.
+unsafe fn write_index(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, built: &Pass2, rows: u64) {
+    let meta_buffer = Locked::extend(index, fork);
+    assert_eq!(meta_buffer.block(), pages::META_BLOCK);
+    let dim = built.dim;
+    let entry_len = pages::entry_len(dim.max(1));
+    let mut heads = Vec::with_capacity(built.lists.len());
+    for entries in &built.lists {
+        heads.push(write_list(index, fork, entries, entry_len));
+        pgrx::check_for_interrupts!();
+    }
+    let first_directory = if heads.is_empty() {
+        pages::INVALID_BLOCK
+    } else {
+        write_directory(index, fork, &heads, &built.centroids, dim)
+    };
+    let mut wal = WalChange::start(index);
+    let page = wal.page(&meta_buffer, true);
+    pages::write_meta(
+        page,
+        Meta {
+            magic: pages::MAGIC,
+            version: pages::LAYOUT_VERSION,
+            dim: dim as u32,
+            lists: heads.len() as u32,
+            first_directory,
+            _pad: 0,
+            build_id: new_build_id(),
+            trained_rows: rows,
+        },
+    );
+    wal.finish();
+}
+
+/// One list's chain of data pages; returns (head, last) blocks.
+unsafe fn write_list(
+    index: pg_sys::Relation,
+    fork: pg_sys::ForkNumber::Type,
+    entries: &[u8],
+    entry_len: usize,
+) -> ListHead {
+    let mut current = Locked::extend(index, fork);
+    let head = current.block();
+    let mut wal = WalChange::start(index);
+    let mut page = wal.page(&current, true);
+    pages::init_page(page, pages::KIND_DATA);
+    for entry in entries.chunks_exact(entry_len) {
+        if !pages::has_room(page, entry_len) {
+            let next = Locked::extend(index, fork);
+            (*pages::opaque(page)).next = next.block();
+            wal.finish();
+            current = next;
+            wal = WalChange::start(index);
+            page = wal.page(&current, true);
+            pages::init_page(page, pages::KIND_DATA);
+        }
+        if !pages::add_item(page, entry) {
+            pgrx::error!("inf_ir: an index entry of {entry_len} bytes does not fit on a page");
+        }
+    }
+    let last = current.block();
+    wal.finish();
+    drop(current);
+    ListHead { head, insert: last }
+}
+
+/// The directory chain; returns its first block.
+pub unsafe fn write_directory(
+    index: pg_sys::Relation,
+    fork: pg_sys::ForkNumber::Type,
+    heads: &[ListHead],
+    centroids: &[f32],
+    dim: usize,
+) -> pg_sys::BlockNumber {
+    let item_len = pages::list_item_len(dim);
+    let mut current = Locked::extend(index, fork);
+    let first = current.block();
+    let mut wal = WalChange::start(index);
+    let mut page = wal.page(&current, true);
+    pages::init_page(page, pages::KIND_DIRECTORY);
+    for (head, centroid) in heads.iter().zip(centroids.chunks_exact(dim)) {
+        if !pages::has_room(page, item_len) {
+            let next = Locked::extend(index, fork);
+            (*pages::opaque(page)).next = next.block();
+            wal.finish();
+            current = next;
+            wal = WalChange::start(index);
+            page = wal.page(&current, true);
+            pages::init_page(page, pages::KIND_DIRECTORY);
+        }
+        if !pages::add_item(page, &pages::list_item(*head, centroid)) {
+            pgrx::error!("inf_ir: a list of {dim} dimensions does not fit on a page");
+        }
+    }
+    wal.finish();
+    drop(current);
+    first
+}
+
+/// An unlogged table's index: the init fork holds an empty meta page.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
+    let buffer = Locked::extend(index, pg_sys::ForkNumber::INIT_FORKNUM);
+    pages::write_meta(
+        buffer.page(),
+        Meta {
+            magic: pages::MAGIC,
+            version: pages::LAYOUT_VERSION,
+            dim: 0,
+            lists: 0,
+            first_directory: pages::INVALID_BLOCK,
+            _pad: 0,
+            build_id: new_build_id(),
+            trained_rows: 0,
+        },
+    );
+    pg_sys::MarkBufferDirty(buffer.buffer);
+    drop(buffer);
+    pg_sys::log_newpage_range(index, pg_sys::ForkNumber::INIT_FORKNUM, 0, 1, true);
+}
+
+pub fn fresh_build_id() -> u64 {
+    new_build_id()
+}

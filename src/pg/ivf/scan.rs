@@ -1,0 +1,217 @@
+//! Index scans: `ORDER BY embedding <=> query` through the engine's list
+//! scan. Codes come from the list pages; the exact float32 score of each
+//! shortlisted entry comes from its heap row, read in the scan's snapshot,
+//! so invisible rows never take a place. The executor still checks
+//! visibility and any WHERE clause, and asks for more rows as it needs them.
+
+use super::pages::{self, Locked};
+use super::shape::{self, Shape};
+use super::{build, vector};
+use crate::engine::ivf::scan::{IvfScan, ListReader, Rescorer, ScanPlan};
+use crate::engine::simd::dot;
+use crate::pg::gucs;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::rc::Rc;
+
+struct State {
+    search: Option<IvfScan>,
+    shape: Option<Rc<Shape>>,
+    /// No query (NULL) or no lists: return nothing.
+    done: bool,
+    fetch: *mut pg_sys::IndexFetchTableData,
+    slot: *mut pg_sys::TupleTableSlot,
+    attnum: i32,
+}
+
+struct Pages<'a> {
+    index: pg_sys::Relation,
+    shape: &'a Shape,
+}
+
+impl ListReader for Pages<'_> {
+    fn scan_list(&mut self, list: u32, visit: &mut dyn FnMut(i64, &[u8])) {
+        let mut block = self.shape.lists[list as usize].head;
+        unsafe {
+            while block != pages::INVALID_BLOCK {
+                let buffer = Locked::read(self.index, block, false);
+                let page = buffer.page();
+                for (_, entry) in pages::items(page) {
+                    visit(pages::pack_tid(&pages::entry_tid(entry)), pages::entry_code(entry));
+                }
+                block = (*pages::opaque(page)).next;
+                drop(buffer);
+                pgrx::check_for_interrupts!();
+            }
+        }
+    }
+}
+
+struct HeapRows {
+    heap: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    fetch: *mut pg_sys::IndexFetchTableData,
+    slot: *mut pg_sys::TupleTableSlot,
+    attnum: i32,
+}
+
+impl Rescorer for HeapRows {
+    fn exact(&mut self, key: i64, query: &[f32]) -> Option<f32> {
+        unsafe {
+            let mut tid = pages::unpack_tid(key);
+            let (mut call_again, mut all_dead) = (false, false);
+            let fetch_tuple = (*(*self.heap).rd_tableam).index_fetch_tuple.expect("table AM fetches rows");
+            let found = fetch_tuple(self.fetch, &mut tid, self.snapshot, self.slot, &mut call_again, &mut all_dead);
+            if !found {
+                return None;
+            }
+            pg_sys::slot_getsomeattrs_int(self.slot, self.attnum);
+            let i = (self.attnum - 1) as usize;
+            let score = (!*(*self.slot).tts_isnull.add(i)).then(|| {
+                let datum = *(*self.slot).tts_values.add(i);
+                vector::with_floats(datum, "a stored vector", |v| cosine_with_unit(v, query))
+            });
+            pg_sys::ExecClearTuple(self.slot);
+            score
+        }
+    }
+}
+
+/// Cosine similarity of `v` with a unit `query` (float32 products, f64 norm).
+pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
+    if v.len() != query.len() {
+        return f32::NEG_INFINITY;
+    }
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        return f32::NEG_INFINITY;
+    }
+    (dot(v, query) as f64 / norm) as f32
+}
+
+unsafe fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut State {
+    &mut *((*scan).opaque as *mut State)
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambeginscan(
+    index: pg_sys::Relation,
+    nkeys: i32,
+    norderbys: i32,
+) -> pg_sys::IndexScanDesc {
+    let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
+    let state = Box::new(State {
+        search: None,
+        shape: None,
+        done: false,
+        fetch: std::ptr::null_mut(),
+        slot: std::ptr::null_mut(),
+        attnum: build::check_indexed_column(index),
+    });
+    (*scan).opaque = Box::into_raw(state) as *mut std::ffi::c_void;
+    scan
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amrescan(
+    scan: pg_sys::IndexScanDesc,
+    _keys: pg_sys::ScanKey,
+    _nkeys: i32,
+    orderbys: pg_sys::ScanKey,
+    norderbys: i32,
+) {
+    if !orderbys.is_null() && norderbys > 0 && (*scan).numberOfOrderBys > 0 {
+        std::ptr::copy(orderbys, (*scan).orderByData, (*scan).numberOfOrderBys as usize);
+    }
+    let state = state(scan);
+    state.search = None;
+    state.done = false;
+}
+
+/// Start the search on the first tuple request: the query is known then.
+unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
+    let index = (*scan).indexRelation;
+    if (*scan).numberOfOrderBys == 0 {
+        pgrx::error!("inf_ir: an inf_ivf index only answers ORDER BY vector <=> query");
+    }
+    let key = &*(*scan).orderByData;
+    if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
+        state.done = true;
+        return;
+    }
+    let query = vector::with_floats(key.sk_argument, "the query vector", |v| vector::unit(v, "the query vector"));
+    let (meta, shape) = shape::load(index);
+    if meta.lists == 0 {
+        state.done = true;
+        return;
+    }
+    if query.len() != shape.dim {
+        crate::pg::errors::raise_with(
+            pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!(
+                "the query vector has {} dimensions; index \"{}\" holds {}-dimensional vectors",
+                query.len(),
+                pages::relation_name(index),
+                shape.dim
+            ),
+            "embed the query with the corpus's model, e.g. inf_embed_query(instruction, query, model)",
+        );
+    }
+    let plan = ScanPlan {
+        probes: gucs::probes(),
+        rerank: gucs::rerank(),
+    };
+    state.search = Some(IvfScan::new(&query, &shape.centroids, shape.dim, plan));
+    state.shape = Some(shape);
+    if state.fetch.is_null() {
+        let heap = (*scan).heapRelation;
+        state.fetch = (*(*heap).rd_tableam).index_fetch_begin.expect("table AM fetches rows")(heap);
+        state.slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _direction: pg_sys::ScanDirection::Type) -> bool {
+    let state = state(scan);
+    if state.search.is_none() && !state.done {
+        start(scan, state);
+    }
+    if state.done {
+        return false;
+    }
+    let shape = state.shape.clone().expect("started");
+    let mut rows = HeapRows {
+        heap: (*scan).heapRelation,
+        snapshot: (*scan).xs_snapshot,
+        fetch: state.fetch,
+        slot: state.slot,
+        attnum: state.attnum,
+    };
+    let mut lists = Pages {
+        index: (*scan).indexRelation,
+        shape: &shape,
+    };
+    match state.search.as_mut().expect("started").next(&mut lists, &mut rows) {
+        Some(hit) => {
+            (*scan).xs_heaptid = pages::unpack_tid(hit.id);
+            (*scan).xs_recheck = false;
+            (*scan).xs_recheckorderby = false;
+            true
+        }
+        None => {
+            state.done = true;
+            false
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
+    let state = Box::from_raw((*scan).opaque as *mut State);
+    (*scan).opaque = std::ptr::null_mut();
+    if !state.fetch.is_null() {
+        let heap = (*scan).heapRelation;
+        (*(*heap).rd_tableam).index_fetch_end.expect("table AM fetches rows")(state.fetch);
+        pg_sys::ExecDropSingleTupleTableSlot(state.slot);
+    }
+}
