@@ -36,7 +36,7 @@ fn inf_index_check(
         name!(ok, bool),
     ),
 > {
-    let index = index.oid();
+    let (index, index_name) = (index.oid(), index.name().to_string());
     let query = Spi::get_one_with_args::<String>(
         "SELECT format('SELECT ctid::text FROM ONLY %s WHERE %I IS NOT NULL AND (%s)',
                        i.indrelid::regclass, a.attname, coalesce(pg_get_expr(i.indpred, i.indrelid), 'true'))
@@ -50,7 +50,7 @@ fn inf_index_check(
     .unwrap_or_else(|| {
         crate::pg::errors::raise_with(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("relation {} is not an inf_ivf index", index.to_u32()),
+            format!("relation \"{index_name}\" is not an inf_ivf index"),
             "pass an index made with USING inf_ivf, e.g. inf_index_check('my_index'::regclass)",
         )
     });

@@ -17,7 +17,7 @@ fn inf_index_info(
         name!(pages, i64),
     ),
 > {
-    let index = index.oid();
+    let (index, index_name) = (index.oid(), index.name().to_string());
     let is_ivf = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_am am ON am.oid = c.relam
                         WHERE c.oid = $1 AND am.amname = 'inf_ivf')",
@@ -29,7 +29,7 @@ fn inf_index_info(
     if !is_ivf {
         crate::pg::errors::raise_with(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("relation {} is not an inf_ivf index", index.to_u32()),
+            format!("relation \"{index_name}\" is not an inf_ivf index"),
             "pass an index made with USING inf_ivf, e.g. inf_index_info('my_index'::regclass)",
         );
     }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 struct State {
     search: Option<IvfScan>,
     shape: Option<Rc<Shape>>,
-    /// No query (NULL) or no lists: return nothing.
+    /// Every list scanned, or the index has none.
     done: bool,
     fetch: *mut pg_sys::IndexFetchTableData,
     slot: *mut pg_sys::TupleTableSlot,
@@ -136,8 +136,12 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
     }
     let key = &*(*scan).orderByData;
     if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
-        state.done = true;
-        return;
+        // A sequential scan would return every row in no order; say so instead.
+        crate::pg::errors::raise_with(
+            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "the query vector of ORDER BY ... <=> is NULL",
+            "pass a vector, e.g. inf_embed_query(instruction, query)",
+        );
     }
     let query = vector::with_floats(key.sk_argument, "the query vector", |v| vector::unit(v, "the query vector"));
     let (meta, shape) = shape::load(index);

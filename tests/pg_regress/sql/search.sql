@@ -40,6 +40,21 @@ SELECT array_agg(external_id ORDER BY rank) = (
        AS same_as_sql_scan
 FROM inf_search(NULL, 'pet health', 5, 'pets');
 
+-- The corpus's vector index, made by inf_embed_corpus; searches use it.
+SELECT inf_corpus_index('pets') LIKE 'passages_ivf_%' AS index_name,
+       (SELECT ok FROM inf_index_check(('inf_ir.' || inf_corpus_index('pets'))::regclass)) AS index_ok;
+-- Exact mode (every passage scanned) gives the same ranking here.
+SET inf_ir.exact_search = on;
+SELECT array_agg(external_id ORDER BY rank) AS exact_ranking FROM inf_search(NULL, 'pet health', 5, 'pets');
+RESET inf_ir.exact_search;
+SELECT array_agg(external_id ORDER BY rank) AS index_ranking FROM inf_search(NULL, 'pet health', 5, 'pets');
+
+-- Metadata filters inside the search.
+UPDATE inf_ir.passages SET metadata = '{"kind": "study"}' WHERE external_id = 'd4';
+UPDATE inf_ir.passages SET metadata = '{"kind": "fact"}' WHERE external_id IN ('d1', 'd3');
+SELECT rank, external_id FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{"kind": "fact"}');
+SELECT count(*) AS no_match FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{"kind": "none"}');
+
 -- Vector form, and k larger than the corpus.
 SELECT count(*) FROM inf_search_vector(inf_embed_query(NULL, 'fish'), 100, 'pets');
 SELECT external_id FROM inf_search_vector(inf_embed_query(NULL, 'fish'), 1, 'pets');
@@ -78,6 +93,7 @@ SELECT * FROM inf_search(NULL, NULL, 5, 'pets');
 SELECT * FROM inf_search(NULL, 'q', 5, 'nope');
 SELECT * FROM inf_search_vector(ARRAY[1, 2, 3]::real[], 5, 'pets');
 SELECT * FROM inf_search_vector(NULL, 5, 'pets');
+SELECT * FROM inf_search_vector(array_fill('NaN'::real, ARRAY[384]), 5, 'pets');
 CALL inf_embed_corpus('nope');
 CALL inf_embed_corpus('pets', 0);
 SELECT inf_create_corpus('pets');
