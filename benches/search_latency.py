@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""inf_search latency, load time, memory and recall at 5k (SciFact), 100k and
-1M passages of 384 dimensions, against an exact scan in plain SQL over the
-same table, measured in the same run. Called by benches/search_latency.sh.
+"""inf_search over the inf_ivf index at 5k (SciFact), 100k and 1M passages of
+384 dimensions: index build time, size and peak backend memory, then p50/p95
+latency and recall@10 for a sweep of inf_ir.probes, against exact numpy on
+the same vectors; and for the largest size, what applications hit: the next
+search after a committed INSERT/UPDATE/DELETE, a 1% metadata filter, memory
+of 8 searching sessions, the first search after a restart, and 1 vs 8
+sessions inserting at once. Called by benches/search_latency.sh.
 
 The 100k and 1M corpora are SciFact's stored embeddings plus Gaussian noise
 shaped like their covariance (fixed seed), L2-normalised: their neighbours are
@@ -23,14 +27,6 @@ SIZES = {"100k": 100_000, "1m": 1_000_000}
 
 def percentile(xs, p):
     return float(np.percentile(np.array(xs) * 1000, p))
-
-
-def backend_rss_mb(conn):
-    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def copy_binary_vectors(conn, table, ext_ids, mat):
@@ -79,41 +75,159 @@ def ensure_corpus(conn, name, mat, fingerprint):
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging(ext bigint, embedding real[])")
     conn.execute("TRUNCATE staging")
     copy_binary_vectors(conn, "staging", np.arange(len(mat)), mat)
-    conn.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with) "
-                 "SELECT %s, ext::text, 'synthetic passage ' || ext, embedding, %s FROM staging", (cid, fingerprint))
+    # metadata.shard = ext % 100: a filter on one shard keeps 1% of the rows.
+    conn.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, metadata, embedding, embedded_with) "
+                 "SELECT %s, ext::text, 'synthetic passage ' || ext, jsonb_build_object('shard', ext %% 100), "
+                 "embedding, %s FROM staging", (cid, fingerprint))
     conn.execute("TRUNCATE staging")
-    conn.execute(f"VACUUM ANALYZE inf_ir.passages")
+    conn.execute("VACUUM ANALYZE inf_ir.passages")
     print(f"  loaded {name}: {len(mat)} rows in {time.time() - t0:.0f} s", flush=True)
 
 
-def bench_corpus(conn, name, queries, exact_ids, sql_queries):
-    t0 = time.time()
-    conn.execute("SELECT count(*) FROM inf_search_vector(%s::real[], 10, %s)", (queries[0].tolist(), name))
-    load_s = time.time() - t0
-    rss = backend_rss_mb(conn)
+def peak_rss_mb(conn):
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build_index(dsn, name):
+    """(Re)build the corpus's index in a fresh session: seconds, MB on disk, peak backend RSS."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET client_min_messages = warning")
+        t0 = time.time()
+        index = conn.execute("SELECT inf_corpus_index(%s, rebuild => true)", (name,)).fetchone()[0]
+        seconds = time.time() - t0
+        size = conn.execute("SELECT pg_relation_size(('inf_ir.' || %s)::regclass)", (index,)).fetchone()[0]
+        lists = conn.execute("SELECT lists FROM inf_index_info(('inf_ir.' || %s)::regclass)", (index,)).fetchone()[0]
+        return {"build_s": seconds, "index_mb": size / 2**20, "peak_rss_mb": peak_rss_mb(conn), "lists": lists,
+                "index": index}
+
+
+def vector_text(q):
+    # Pre-formatted text, so the client's cost is the driver's, not Python's float formatting.
+    return "{" + ",".join(f"{x:.9g}" for x in q) + "}"
+
+
+def search(conn, name, qtext, k=10, filt=None):
+    if filt is None:
+        sql, args = "SELECT external_id FROM inf_search_vector(%s::text::real[], %s, %s)", (qtext, k, name)
+    else:
+        sql, args = ("SELECT external_id FROM inf_search_vector(%s::text::real[], %s, %s, filter => %s::jsonb)",
+                     (qtext, k, name, filt))
+    return [r[0] for r in conn.execute(sql, args, prepare=True).fetchall()]
+
+
+def sweep(conn, name, texts, exact_ids, probes):
+    conn.execute(f"SET inf_ir.probes = {probes}")
+    search(conn, name, texts[0])
     lat, recall = [], []
-    # Vectors go as pre-formatted text so the client's cost is the driver's,
-    # not Python's float formatting (the pgvector figures are measured the same way).
-    texts = ["{" + ",".join(f"{x:.9g}" for x in q) + "}" for q in queries]
-    for qi, ql in enumerate(texts):
+    for qi, qt in enumerate(texts):
         t0 = time.perf_counter()
-        ids = [r[0] for r in conn.execute("SELECT external_id FROM inf_search_vector(%s::text::real[], 10, %s)",
-                                          (ql, name), prepare=True).fetchall()]
+        ids = search(conn, name, qt)
         lat.append(time.perf_counter() - t0)
         recall.append(len(set(ids) & set(exact_ids[qi])) / 10)
-    sql_lat = []
-    for q in queries[:sql_queries]:
+    return {"probes": probes, "p50": percentile(lat, 50), "p95": percentile(lat, 95), "recall": float(np.mean(recall))}
+
+
+def timed(conn, name, qtext):
+    t0 = time.perf_counter()
+    search(conn, name, qtext)
+    return (time.perf_counter() - t0) * 1000
+
+
+def churn(dsn, name, texts, mat):
+    """ms of the next search in another session after one committed write of each kind."""
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as writer, psycopg.connect(dsn, autocommit=True) as reader:
+        reader.execute("SET client_min_messages = warning")
+        for qt in texts[:20]:
+            search(reader, name, qt)
+        base = [timed(reader, name, texts[i]) for i in range(20, 60)]
+        cid, fp = writer.execute("SELECT c.corpus_id, m.fingerprint FROM inf_ir.corpora c JOIN inf_ir.models m "
+                                 "ON m.name = c.model WHERE c.name = %s", (name,)).fetchone()
+        for kind in ("insert", "update", "delete"):
+            times = []
+            for i in range(10):
+                v = vector_text(mat[i])
+                if kind == "insert":
+                    writer.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with) "
+                                   "VALUES (%s, %s, 'churn', %s::text::real[], %s)", (cid, f"churn{i}", v, fp))
+                elif kind == "update":
+                    writer.execute("UPDATE inf_ir.passages SET embedding = %s::text::real[] WHERE corpus_id = %s "
+                                   "AND external_id = %s", (vector_text(mat[i + 100]), cid, f"churn{i}"))
+                else:
+                    writer.execute("DELETE FROM inf_ir.passages WHERE corpus_id = %s AND external_id = %s",
+                                   (cid, f"churn{i}"))
+                times.append(timed(reader, name, texts[60 + i]))
+            out[kind] = float(np.median(times))
+        out["normal"] = float(np.median(base))
+    return out
+
+
+def filtered(conn, name, texts, mat, ids, shard=7):
+    keep = np.array([int(i) % 100 == shard for i in ids])
+    sub, sub_ids = mat[keep], [i for i, k in zip(ids, keep) if k]
+    lat, equal, counts = [], 0, []
+    for qt, q in zip(texts, QUERIES):
         t0 = time.perf_counter()
-        conn.execute(
-            "SELECT p.external_id FROM inf_ir.passages p WHERE p.corpus_id = (SELECT corpus_id FROM inf_ir.corpora "
-            "WHERE name = %s) ORDER BY (SELECT sum(a::float8 * b::float8) FROM unnest(p.embedding, %s::real[]) t(a, b)) DESC LIMIT 10",
-            (name, q.tolist()), prepare=True).fetchall()
-        sql_lat.append(time.perf_counter() - t0)
-    return {
-        "load_s": load_s, "rss_mb": rss, "p50": percentile(lat, 50), "p95": percentile(lat, 95),
-        "recall": float(np.mean(recall)), "sql_p50": percentile(sql_lat, 50) if sql_lat else float("nan"),
-        "sql_n": len(sql_lat),
-    }
+        got = search(conn, name, qt, filt=f'{{"shard": {shard}}}')
+        lat.append(time.perf_counter() - t0)
+        s = sub @ q
+        top = np.argpartition(-s, 10)[:10]
+        top = top[np.lexsort((top, -s[top]))]
+        equal += got == [str(sub_ids[i]) for i in top]
+        counts.append(len(got))
+    return {"p50": percentile(lat, 50), "equal": equal, "n": len(texts), "min_rows": min(counts)}
+
+
+def sessions_memory(dsn, name, texts, n=8):
+    """Sum of PSS over n sessions that have each run 30 searches, and the postmaster tree."""
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
+    try:
+        for c in conns:
+            c.execute("SET client_min_messages = warning")
+            for qt in texts[:30]:
+                search(c, name, qt)
+        pss = 0
+        for c in conns:
+            pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1]) / 1024
+        return pss
+    finally:
+        for c in conns:
+            c.close()
+
+
+def concurrent_inserts(dsn, name, mat, sessions, seconds=15):
+    import threading
+    done = [0] * sessions
+    with psycopg.connect(dsn, autocommit=True) as c:
+        cid, fp = c.execute("SELECT c.corpus_id, m.fingerprint FROM inf_ir.corpora c JOIN inf_ir.models m "
+                            "ON m.name = c.model WHERE c.name = %s", (name,)).fetchone()
+    texts = [vector_text(v) for v in mat[:2000]]
+    stop = time.time() + seconds
+
+    def work(w):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            i = 0
+            while time.time() < stop:
+                c.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with) "
+                          "VALUES (%s, %s, 'concurrent', %s::text::real[], %s)",
+                          (cid, f"c{sessions}-{w}-{i}", texts[(w * 997 + i) % len(texts)], fp), prepare=True)
+                i += 1
+            done[w] = i
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DELETE FROM inf_ir.passages WHERE corpus_id = %s AND body = 'concurrent'", (cid,))
+    return sum(done) / seconds
 
 
 def exact_topk(mat, ids, queries, k=10):
@@ -126,14 +240,21 @@ def exact_topk(mat, ids, queries, k=10):
     return out
 
 
+QUERIES = None
+
+
 def main():
+    global QUERIES
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--scifact", required=True)
     ap.add_argument("--sizes", default="5k,100k,1m")
-    ap.add_argument("--sql-queries", type=int, default=5)
+    ap.add_argument("--probes", default="1,2,4,8,16,32,64")
+    ap.add_argument("--restart", help="command that restarts the server (for the first-search figure)")
+    ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     dsn = f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres"
+    results = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET client_min_messages = warning")
         conn.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
@@ -148,14 +269,14 @@ def main():
                             "USING (corpus_id) WHERE c.name = 'scifact' ORDER BY passage_id").fetchall()
         base_ids = [r[0] for r in rows]
         base = np.array([r[1] for r in rows], dtype=np.float32)
-        qtexts = [l for l in open(os.path.join(args.scifact, "queries.jsonl"))]
         import json
-        qtexts = [json.loads(l)["text"] for l in qtexts]
-        queries = np.array([r[1] for r in conn.execute(
+        qtexts = [json.loads(l)["text"] for l in open(os.path.join(args.scifact, "queries.jsonl"))]
+        QUERIES = np.array([r[1] for r in conn.execute(
             "SELECT ord, embedding FROM inf_embed_query_many(NULL, %s) ORDER BY ord", (qtexts,)).fetchall()],
             dtype=np.float32)
-        results = {}
-        for size in args.sizes.split(","):
+        texts = [vector_text(q) for q in QUERIES]
+        sizes = args.sizes.split(",")
+        for size in sizes:
             if size == "5k":
                 name, mat, ids = "scifact", base, base_ids
             else:
@@ -163,13 +284,48 @@ def main():
                 mat = make_synthetic(base, n, seed=42)
                 name, ids = f"synthetic_{size}", list(range(n))
                 ensure_corpus(conn, name, mat, fp)
-            exact = exact_topk(mat, ids, queries)
-            r = bench_corpus(conn, name, queries, exact, args.sql_queries)
+            b = build_index(dsn, name)
+            print(f"{size:>5} ({len(mat)} x {mat.shape[1]}): index build {b['build_s']:.1f} s, {b['lists']} lists, "
+                  f"{b['index_mb']:.0f} MB, peak backend RSS {b['peak_rss_mb']:.0f} MB", flush=True)
+            exact = exact_topk(mat, ids, QUERIES)
+            r = {"build": b, "sweep": []}
+            for probes in [int(p) for p in args.probes.split(",")]:
+                s = sweep(conn, name, texts, exact, probes)
+                r["sweep"].append(s)
+                print(f"        probes {probes:4d}: p50 {s['p50']:.2f} ms, p95 {s['p95']:.2f} ms, "
+                      f"recall@10 {s['recall']:.4f}", flush=True)
+            conn.execute("RESET inf_ir.probes")
+            if size == sizes[-1] and size != "5k":
+                c = churn(dsn, name, texts, mat)
+                r["churn"] = c
+                print(f"        next search after a committed write (median of 10, another session): "
+                      f"insert {c['insert']:.2f} ms, update {c['update']:.2f} ms, delete {c['delete']:.2f} ms; "
+                      f"normal {c['normal']:.2f} ms", flush=True)
+                f = filtered(conn, name, texts, mat, ids)
+                r["filter"] = f
+                print(f"        1% filter (metadata @> shard): p50 {f['p50']:.2f} ms, top-10 equal to the exact "
+                      f"filtered scan for {f['equal']}/{f['n']} queries, fewest rows {f['min_rows']}", flush=True)
+                pss = sessions_memory(dsn, name, texts)
+                r["pss_8_sessions_mb"] = pss
+                print(f"        8 sessions that searched: {pss:.0f} MB PSS in all (index {b['index_mb']:.0f} MB)",
+                      flush=True)
+                for sessions in (1, 8):
+                    rate = concurrent_inserts(dsn, name, mat, sessions)
+                    r[f"inserts_{sessions}"] = rate
+                    print(f"        {sessions} session(s) inserting embedded passages: {rate:.0f} rows/s", flush=True)
             results[size] = r
-            print(f"{size:>5} ({len(mat)} x {mat.shape[1]}): inf_search p50 {r['p50']:.2f} ms, p95 {r['p95']:.2f} ms, "
-                  f"recall@10 {r['recall']:.4f}, first-search load {r['load_s']:.2f} s, backend RSS {r['rss_mb']:.0f} MB; "
-                  f"plain-SQL exact scan p50 {r['sql_p50']:.1f} ms ({r['sql_n']} queries), "
-                  f"speed-up {r['sql_p50'] / r['p50']:.0f}x", flush=True)
+    if args.restart and sizes[-1] != "5k":
+        import subprocess
+        subprocess.run(args.restart, shell=True, check=True)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SET client_min_messages = warning")
+            t0 = time.perf_counter()
+            search(conn, name, texts[0])
+            first = time.perf_counter() - t0
+        results[sizes[-1]]["first_after_restart_s"] = first
+        print(f"        first search after a server restart: {first * 1000:.0f} ms", flush=True)
+    if args.json:
+        json.dump(results, open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":

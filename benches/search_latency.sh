@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# inf_search at 5k (SciFact), 100k and 1M passages: latency, load time,
-# memory, recall@10, against a plain-SQL exact scan in the same run.
-# Usage: benches/search_latency.sh [5k,100k,1m]
+# inf_search over the inf_ivf index at 5k (SciFact), 100k and 1M passages:
+# build, recall@10 and latency per inf_ir.probes, writes, filters, memory,
+# restart, concurrent inserts (see benches/search_latency.py).
+# Usage: benches/search_latency.sh [5k,100k,1m] [results.json]
 # Needs scripts/setup.sh to have run, and ../shared/data/scifact (or SCIFACT_DIR).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/common.sh"
@@ -15,6 +16,9 @@ trap 'stop_cluster "$CLUSTER"' EXIT
 # Bulk-load settings for the benchmark's own throwaway cluster only.
 psql -h 127.0.0.1 -p "$PORT" -U postgres -X -q -c "ALTER SYSTEM SET synchronous_commit = off" \
   -c "ALTER SYSTEM SET max_wal_size = '8GB'" -c "ALTER SYSTEM SET shared_buffers = '4GB'" >/dev/null
+set_preload "$CLUSTER" yes   # the shared worker embeds the queries, as on a served database
 stop_cluster "$CLUSTER"; start_cluster "$CLUSTER" "$PORT"
-echo "cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" cores=$(nproc) threads=inf_ir.threads default ($(nproc))"
-"$VENV/bin/python" "$PROJECT_ROOT/benches/search_latency.py" --port "$PORT" --scifact "$SCIFACT_DIR" --sizes "$SIZES"
+echo "cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" cores=$(nproc) shared_buffers=4GB"
+RESTART="env -u RUST_BACKTRACE runuser -u postgres -- $PG_BIN/pg_ctl -D $CLUSTER -l $CLUSTER/server.log -m fast -w restart >/dev/null"
+"$VENV/bin/python" "$PROJECT_ROOT/benches/search_latency.py" --port "$PORT" --scifact "$SCIFACT_DIR" --sizes "$SIZES" \
+  --restart "$RESTART" ${2:+--json "$2"}

@@ -64,6 +64,10 @@ embedding_suites worker
 step "Worker mode: inf_search under concurrent inserts, updates and deletes"
 "$VENV/bin/python" tests/python/test_search_concurrency.py --port "$TEST_PORT" --seconds 20
 
+step "Worker mode: the index after SIGKILL of every server process mid-insert, and on a streaming standby"
+"$VENV/bin/python" tests/python/test_index_crash.py --port "$TEST_PORT" --cluster "$TEST_CLUSTER" \
+  --pg-bin "$PG_BIN" --standby-port $((TEST_PORT + 10))
+
 step "Worker mode: retrieval figures vs ../shared/REFERENCE.md (SciFact search, DL19 re-rank)"
 "$VENV/bin/python" tests/python/eval_retrieval.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
 

@@ -43,7 +43,7 @@ pub fn lookup(name: &str) -> CorpusRow {
     })
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read inf_ir.corpora: {e}"));
     row.unwrap_or_else(|| {
-        let names = Spi::get_one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora")
+        let names = super::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora", &[])
             .ok()
             .flatten()
             .unwrap_or_else(|| "none".into());
@@ -218,7 +218,7 @@ fn corpus_indexes(corpus_id: i32) -> Vec<String> {
 
 /// Whether the vector index for these model files exists.
 pub fn has_index(corpus_id: i32, fingerprint: &str) -> bool {
-    Spi::get_one_with_args::<bool>(
+    super::spi_read::one::<bool>(
         "SELECT to_regclass('inf_ir.' || $1) IS NOT NULL",
         &[index_name(corpus_id, fingerprint).into()],
     )
@@ -252,9 +252,10 @@ pub fn extension_schema() -> String {
     }
     SCHEMA.with(|s| {
         s.get_or_init(|| {
-            Spi::get_one::<String>(
+            super::spi_read::one::<String>(
                 "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                  WHERE e.extname = 'inf_ir'",
+                &[],
             )
             .ok()
             .flatten()

@@ -13,6 +13,7 @@ mod model_cache;
 mod privileges;
 mod registry;
 mod search;
+mod spi_read;
 mod worker;
 mod worker_client;
 mod worker_status;

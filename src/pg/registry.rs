@@ -256,7 +256,7 @@ pub fn lookup(name: Option<&str>) -> ModelRow {
 }
 
 fn model_names() -> String {
-    let names = Spi::get_one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.models")
+    let names = super::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.models", &[])
         .ok()
         .flatten();
     names.unwrap_or_else(|| "none".to_string())

@@ -162,7 +162,7 @@ fn search_corpus(
 /// Whether the corpus has passages with a current embedding, and how many
 /// have none (cheap: both come from the (corpus_id, embedded_with) index).
 fn counts(corpus: &CorpusRow, fingerprint: &str) -> (bool, i64) {
-    let (current, pending) = Spi::get_two_with_args::<bool, i64>(
+    let (current, pending) = super::spi_read::two::<bool, i64>(
         "SELECT EXISTS (SELECT 1 FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2),
                 (SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1
                    AND (embedded_with IS NULL OR embedded_with < $2 OR embedded_with > $2))",

@@ -74,6 +74,7 @@ def main():
             cur.executemany("INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with) "
                             "VALUES (%s, %s, 'seed', %s::real[], %s)",
                             [(cid, f"s{i}", vec(rng), fp) for i in range(1500)])
+        conn.execute("SELECT inf_corpus_index(%s)", (CORPUS,))
 
     stop, counts, errors = threading.Event(), {}, []
     threads = [threading.Thread(target=writer, args=(dsn, s, stop, counts, errors)) for s in (11, 12)]
@@ -104,8 +105,15 @@ def main():
     stop.set()
     for t in threads:
         t.join()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        check = conn.execute("SELECT ok, entries, rows_expected, rows_missing, wrong_entries FROM inf_index_check("
+                             "('inf_ir.' || inf_corpus_index(%s))::regclass)", (CORPUS,)).fetchone()
     print(f"{searches} searches during {sum(counts.values())} concurrent write transactions "
-          f"(inserts/updates/deletes, 20% rolled back): {mismatches} mismatches against the exact SQL scan")
+          f"(inserts/updates/deletes, 20% rolled back): {mismatches} mismatches against the exact SQL scan; "
+          f"index check afterwards: ok={check[0]} ({check[1]} entries, {check[2]} rows, {check[3]} missing, "
+          f"{check[4]} wrong)")
+    if not check[0]:
+        errors.append("the index check failed")
     if errors or mismatches or searches < 10:
         sys.exit(f"FAILED: {errors or mismatches}")
 

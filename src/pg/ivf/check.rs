@@ -37,7 +37,7 @@ fn inf_index_check(
     ),
 > {
     let (index, index_name) = (index.oid(), index.name().to_string());
-    let query = Spi::get_one_with_args::<String>(
+    let query = crate::pg::spi_read::one::<String>(
         "SELECT format('SELECT ctid::text FROM ONLY %s WHERE %I IS NOT NULL AND (%s)',
                        i.indrelid::regclass, a.attname, coalesce(pg_get_expr(i.indpred, i.indrelid), 'true'))
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam

@@ -18,7 +18,7 @@ fn inf_index_info(
     ),
 > {
     let (index, index_name) = (index.oid(), index.name().to_string());
-    let is_ivf = Spi::get_one_with_args::<bool>(
+    let is_ivf = crate::pg::spi_read::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_am am ON am.oid = c.relam
                         WHERE c.oid = $1 AND am.amname = 'inf_ivf')",
         &[index.into()],
