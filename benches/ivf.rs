@@ -27,7 +27,10 @@ fn main() {
     );
     let (queries, _) = clustered_vectors(rows / 100, 1, dim, 0.08, 77);
     let queries: Vec<&[f32]> = queries.chunks(dim).take(100).collect();
-    let truth: Vec<Vec<i64>> = queries.iter().map(|q| index.brute_force(q, 10).iter().map(|h| h.id).collect()).collect();
+    let truth: Vec<Vec<i64>> = queries
+        .iter()
+        .map(|q| index.brute_force(q, 10).iter().map(|h| h.id).collect())
+        .collect();
     for probes in [1, 2, 5, 10, 20, 50] {
         let plan = ScanPlan { probes, rerank: 200 };
         let mut times = Vec::new();

@@ -43,10 +43,11 @@ pub fn lookup(name: &str) -> CorpusRow {
     })
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read inf_ir.corpora: {e}"));
     row.unwrap_or_else(|| {
-        let names = super::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora", &[])
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "none".into());
+        let names =
+            super::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora", &[])
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "none".into());
         raise_with(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("corpus \"{name}\" does not exist"),
@@ -90,9 +91,10 @@ fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i32 {
 /// Drop a corpus, its passages and its vector indexes. Returns whether it existed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_drop_corpus(name: &str) -> bool {
-    if let Some(id) = Spi::get_one_with_args::<i32>("SELECT corpus_id FROM inf_ir.corpora WHERE name = $1", &[name.into()])
-        .ok()
-        .flatten()
+    if let Some(id) =
+        Spi::get_one_with_args::<i32>("SELECT corpus_id FROM inf_ir.corpora WHERE name = $1", &[name.into()])
+            .ok()
+            .flatten()
     {
         for index in corpus_indexes(id) {
             Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
@@ -196,7 +198,11 @@ fn inf_load_jsonl(
 
 /// Name of the vector index of a corpus for one version of its model's files.
 pub fn index_name(corpus_id: i32, fingerprint: &str) -> String {
-    let prefix: String = fingerprint.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    let prefix: String = fingerprint
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
     format!("passages_ivf_{corpus_id}_{}", prefix.to_ascii_lowercase())
 }
 
@@ -292,7 +298,10 @@ fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
     .flatten()
     .unwrap_or(0);
     let trained = Spi::get_one_with_args::<i64>(
-        &format!("SELECT trained_rows FROM {}.inf_index_info(('inf_ir.' || $1)::regclass)", extension_schema()),
+        &format!(
+            "SELECT trained_rows FROM {}.inf_index_info(('inf_ir.' || $1)::regclass)",
+            extension_schema()
+        ),
         &[name.as_str().into()],
     );
     let trained = trained.ok().flatten().unwrap_or(0);
@@ -302,8 +311,10 @@ fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
         Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{fresh}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
         Spi::run(&create_index_sql(&fresh, row.corpus_id, &model.fingerprint))
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot rebuild index {name}: {e}"));
-        Spi::run(&format!("DROP INDEX inf_ir.{name}; ALTER INDEX inf_ir.{fresh} RENAME TO {name}"))
-            .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot swap in the rebuilt index {name}: {e}"));
+        Spi::run(&format!(
+            "DROP INDEX inf_ir.{name}; ALTER INDEX inf_ir.{fresh} RENAME TO {name}"
+        ))
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot swap in the rebuilt index {name}: {e}"));
     }
     name
 }

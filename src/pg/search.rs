@@ -86,8 +86,12 @@ fn search_corpus(
     }
     if let Some(i) = query_vector.iter().position(|x| !x.is_finite()) {
         raise(
-            EngineError::invalid(format!("query vector has a non-finite value ({}) at position {}", query_vector[i], i + 1))
-                .with_hint("pass a vector from inf_embed_query(...)"),
+            EngineError::invalid(format!(
+                "query vector has a non-finite value ({}) at position {}",
+                query_vector[i],
+                i + 1
+            ))
+            .with_hint("pass a vector from inf_embed_query(...)"),
         );
     }
     let (current, pending) = counts(corpus, &model.fingerprint);

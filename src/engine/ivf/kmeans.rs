@@ -3,8 +3,8 @@
 //! are unit vectors too). Scores come from blocked GEMMs (ndarray's
 //! matrixmultiply), split over threads; training runs on a sample.
 
-use ndarray::linalg::general_mat_mul;
 use crate::engine::simd::dot;
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2};
 
 /// Rows scored against all centroids per GEMM call.
@@ -56,7 +56,6 @@ pub fn nearest(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -
     let per_thread = n.div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         for (t, out) in out.chunks_mut(per_thread).enumerate() {
-            let c = c;
             let rows = &vectors[t * per_thread * dim..(t * per_thread + out.len()) * dim];
             scope.spawn(move || {
                 let mut scores = Array2::<f32>::zeros((BLOCK_ROWS, k));
@@ -94,7 +93,10 @@ fn random_seeds(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec
         let j = i + rng.below(n - i);
         order.swap(i, j);
     }
-    order[..k].iter().flat_map(|&r| sample[r * dim..(r + 1) * dim].iter().copied()).collect()
+    order[..k]
+        .iter()
+        .flat_map(|&r| sample[r * dim..(r + 1) * dim].iter().copied())
+        .collect()
 }
 
 /// k-means++: each next seed is a row drawn with probability proportional
@@ -104,17 +106,22 @@ fn plus_plus_seeds(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> 
     let row = |r: usize| &sample[r * dim..(r + 1) * dim];
     let first = rng.below(n);
     let mut seeds = row(first).to_vec();
-    let mut distance: Vec<f64> = (0..n).map(|r| (2.0 - 2.0 * dot(row(r), row(first)) as f64).max(0.0)).collect();
+    let mut distance: Vec<f64> = (0..n)
+        .map(|r| (2.0 - 2.0 * dot(row(r), row(first)) as f64).max(0.0))
+        .collect();
     while seeds.len() < k * dim {
         let total: f64 = distance.iter().sum();
         let pick = if total <= 0.0 {
             rng.below(n)
         } else {
             let mut target = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
-            distance.iter().position(|d| {
-                target -= d;
-                target <= 0.0
-            }).unwrap_or(n - 1)
+            distance
+                .iter()
+                .position(|d| {
+                    target -= d;
+                    target <= 0.0
+                })
+                .unwrap_or(n - 1)
         };
         let seed = row(pick).to_vec();
         for (r, d) in distance.iter_mut().enumerate() {

@@ -156,10 +156,7 @@ mod tests {
         let (dim, n) = (32, 3000);
         let index = build(n, dim, 30);
         for q in unit_vectors(20, dim, 99).chunks(dim) {
-            let plan = ScanPlan {
-                probes: 30,
-                rerank: n,
-            };
+            let plan = ScanPlan { probes: 30, rerank: n };
             let got: Vec<Hit> = index.search(q, plan, 10);
             assert_eq!(got, index.brute_force(q, 10));
         }
@@ -211,6 +208,8 @@ mod tests {
     #[test]
     fn empty_index_returns_nothing() {
         let index = MemoryIndex::build(&[], 8, 4, 1);
-        assert!(index.search(&[1.0; 8], ScanPlan { probes: 1, rerank: 10 }, 5).is_empty());
+        assert!(index
+            .search(&[1.0; 8], ScanPlan { probes: 1, rerank: 10 }, 5)
+            .is_empty());
     }
 }

@@ -33,13 +33,22 @@ pub fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
 
 /// `clusters * per_cluster` unit vectors around random centres (noise
 /// `spread` per dimension), flattened, and each row's cluster.
-pub fn clustered_vectors(clusters: usize, per_cluster: usize, dim: usize, spread: f32, seed: u64) -> (Vec<f32>, Vec<usize>) {
+pub fn clustered_vectors(
+    clusters: usize,
+    per_cluster: usize,
+    dim: usize,
+    spread: f32,
+    seed: u64,
+) -> (Vec<f32>, Vec<usize>) {
     let centres = unit_vectors(clusters, dim, seed);
     let mut rng = SplitMix(seed ^ 0xABCD);
     let (mut rows, mut truth) = (Vec::new(), Vec::new());
     for i in 0..clusters * per_cluster {
         let c = i % clusters;
-        let mut v: Vec<f32> = centres[c * dim..(c + 1) * dim].iter().map(|x| x + spread * gaussian(&mut rng)).collect();
+        let mut v: Vec<f32> = centres[c * dim..(c + 1) * dim]
+            .iter()
+            .map(|x| x + spread * gaussian(&mut rng))
+            .collect();
         normalize(&mut v);
         rows.extend(v);
         truth.push(c);
@@ -75,8 +84,12 @@ struct Rows<'a> {
 
 impl Rescorer for Rows<'_> {
     fn exact(&mut self, key: i64, query: &[f32]) -> Option<f32> {
-        (!self.invisible.contains(&key))
-            .then(|| dot(&self.vectors[key as usize * self.dim..(key as usize + 1) * self.dim], query))
+        (!self.invisible.contains(&key)).then(|| {
+            dot(
+                &self.vectors[key as usize * self.dim..(key as usize + 1) * self.dim],
+                query,
+            )
+        })
     }
 }
 
@@ -95,7 +108,11 @@ impl MemoryIndex {
         let mut index = MemoryIndex {
             dim,
             lists: vec![Vec::new(); (centroids.len() / dim).max(1)],
-            centroids: if centroids.is_empty() { vec![0.0; dim] } else { centroids },
+            centroids: if centroids.is_empty() {
+                vec![0.0; dim]
+            } else {
+                centroids
+            },
             vectors: vectors.to_vec(),
             invisible: HashSet::new(),
         };
@@ -110,7 +127,11 @@ impl MemoryIndex {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.lists.iter().map(|l| l.len() * (8 + code_len(self.dim))).sum::<usize>() + self.centroids.len() * 4
+        self.lists
+            .iter()
+            .map(|l| l.len() * (8 + code_len(self.dim)))
+            .sum::<usize>()
+            + self.centroids.len() * 4
     }
 
     pub fn scan(&self, query: &[f32], plan: ScanPlan) -> IvfScan {

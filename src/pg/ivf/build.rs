@@ -84,7 +84,9 @@ unsafe extern "C-unwind" fn sample_row(
     state: *mut std::ffi::c_void,
 ) {
     let state = &mut *(state as *mut Pass1);
-    let Some(datum) = first_value(values, isnull) else { return };
+    let Some(datum) = first_value(values, isnull) else {
+        return;
+    };
     let v = row_vector(datum, tid, state.dim);
     let dim = *state.dim.get_or_insert(v.len());
     state.seen += 1;
@@ -110,7 +112,9 @@ unsafe extern "C-unwind" fn assign_row(
     state: *mut std::ffi::c_void,
 ) {
     let state = &mut *(state as *mut Pass2);
-    let Some(datum) = first_value(values, isnull) else { return };
+    let Some(datum) = first_value(values, isnull) else {
+        return;
+    };
     let v = row_vector(datum, tid, Some(state.dim));
     state.tids.push(*tid);
     state.batch.extend_from_slice(&v);
@@ -144,7 +148,9 @@ unsafe fn scan_table(
     callback: pg_sys::IndexBuildCallback,
     state: *mut std::ffi::c_void,
 ) -> f64 {
-    let scan = (*(*heap).rd_tableam).index_build_range_scan.expect("table AM builds indexes");
+    let scan = (*(*heap).rd_tableam)
+        .index_build_range_scan
+        .expect("table AM builds indexes");
     scan(
         heap,
         index,
@@ -184,14 +190,21 @@ pub unsafe extern "C-unwind" fn ambuild(
 ) -> *mut pg_sys::IndexBuildResult {
     check_indexed_column(index);
     if pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) != 0 {
-        pgrx::error!("inf_ir: index \"{}\" already contains data", pages::relation_name(index));
+        pgrx::error!(
+            "inf_ir: index \"{}\" already contains data",
+            pages::relation_name(index)
+        );
     }
     let wanted_lists = options::lists(index);
     let threads = gucs::threads();
     let mut pass1 = Pass1 {
         dim: None,
         seen: 0,
-        cap: if wanted_lists > 0 { (wanted_lists * SAMPLE_PER_LIST).max(10_000) } else { AUTO_SAMPLE },
+        cap: if wanted_lists > 0 {
+            (wanted_lists * SAMPLE_PER_LIST).max(10_000)
+        } else {
+            AUTO_SAMPLE
+        },
         sample: Vec::new(),
         rng: SplitMix(0x5EED),
     };
@@ -200,7 +213,11 @@ pub unsafe extern "C-unwind" fn ambuild(
     let (centroids, dim) = match pass1.dim {
         None => (Vec::new(), 0),
         Some(dim) => {
-            let lists = if wanted_lists > 0 { wanted_lists } else { auto_lists(rows) };
+            let lists = if wanted_lists > 0 {
+                wanted_lists
+            } else {
+                auto_lists(rows)
+            };
             let sample = training_subset(&pass1.sample, dim, lists * SAMPLE_PER_LIST, &mut pass1.rng);
             pgrx::check_for_interrupts!();
             let centroids = kmeans::train(
@@ -217,7 +234,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         }
     };
     drop(pass1);
-    let lists = if dim == 0 { 0 } else { centroids.len() / dim };
+    let lists = centroids.len().checked_div(dim).unwrap_or(0);
     let mut pass2 = Pass2 {
         dim,
         centroids,

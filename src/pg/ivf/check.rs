@@ -19,6 +19,7 @@ fn parse_ctid(text: &str) -> Option<i64> {
 }
 
 /// Check an inf_ivf index against its table.
+#[allow(clippy::type_complexity)] // pgrx needs the literal row type
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_index_check(
     index: pgrx::PgRelation,

@@ -7,6 +7,8 @@ use crate::pg::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+// The signature is PostgreSQL's.
+#[allow(clippy::too_many_arguments)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amcostestimate(
     root: *mut pg_sys::PlannerInfo,

@@ -18,7 +18,10 @@ fn inf_cosine_distance(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
             "compare vectors made by one model",
         );
     }
-    let (na, nb) = (vector::check_direction(a, "the left vector"), vector::check_direction(b, "the right vector"));
+    let (na, nb) = (
+        vector::check_direction(a, "the left vector"),
+        vector::check_direction(b, "the right vector"),
+    );
     1.0 - (dot(a, b) as f64 / (na * nb))
 }
 

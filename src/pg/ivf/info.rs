@@ -38,6 +38,11 @@ fn inf_index_info(
         let meta = pages::read_meta(rel);
         let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::index_close(rel, pg_sys::AccessShareLock as i32);
-        TableIterator::once((meta.lists as i32, meta.dim as i32, meta.trained_rows as i64, blocks as i64))
+        TableIterator::once((
+            meta.lists as i32,
+            meta.dim as i32,
+            meta.trained_rows as i64,
+            blocks as i64,
+        ))
     }
 }

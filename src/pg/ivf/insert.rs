@@ -7,6 +7,8 @@ use super::{build, shape, vector};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+// The signature is PostgreSQL's.
+#[allow(clippy::too_many_arguments)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn aminsert(
     index: pg_sys::Relation,
@@ -55,7 +57,12 @@ pub unsafe fn append(index: pg_sys::Relation, location: shape::ListLocation, ent
         pages::items(directory.page())
             .find(|(off, _)| *off == location.offset)
             .map(|(_, item)| item)
-            .unwrap_or_else(|| pgrx::error!("inf_ir: index \"{}\" lost a list item; REINDEX it", pages::relation_name(index))),
+            .unwrap_or_else(|| {
+                pgrx::error!(
+                    "inf_ir: index \"{}\" lost a list item; REINDEX it",
+                    pages::relation_name(index)
+                )
+            }),
     );
     drop(directory);
     let mut block = head.insert;
@@ -65,7 +72,10 @@ pub unsafe fn append(index: pg_sys::Relation, location: shape::ListLocation, ent
             let mut wal = WalChange::start(index);
             let page = wal.page(&buffer, false);
             if !pages::add_item(page, entry) {
-                pgrx::error!("inf_ir: could not add an entry to index \"{}\"", pages::relation_name(index));
+                pgrx::error!(
+                    "inf_ir: could not add an entry to index \"{}\"",
+                    pages::relation_name(index)
+                );
             }
             wal.finish();
             return;
@@ -108,7 +118,10 @@ unsafe fn first_list(index: pg_sys::Relation, unit: &[f32]) {
     }
     let dim = unit.len();
     if dim > pages::max_dimension() {
-        pgrx::error!("inf_ir: inf_ivf indexes at most {} dimensions, not {dim}", pages::max_dimension());
+        pgrx::error!(
+            "inf_ir: inf_ivf indexes at most {} dimensions, not {dim}",
+            pages::max_dimension()
+        );
     }
     let data = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     let directory = Locked::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);

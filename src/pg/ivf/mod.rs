@@ -20,7 +20,6 @@ mod vector;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-
 pgrx::extension_sql!(
     r#"
 CREATE FUNCTION @extschema@.inf_ivf_handler(internal) RETURNS index_am_handler

@@ -160,7 +160,11 @@ impl WalChange {
         pg_sys::GenericXLogRegisterBuffer(
             self.state,
             buffer.buffer,
-            if fresh { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 },
+            if fresh {
+                pg_sys::GENERIC_XLOG_FULL_IMAGE as i32
+            } else {
+                0
+            },
         )
     }
 

@@ -60,8 +60,17 @@ impl Rescorer for HeapRows {
         unsafe {
             let mut tid = pages::unpack_tid(key);
             let (mut call_again, mut all_dead) = (false, false);
-            let fetch_tuple = (*(*self.heap).rd_tableam).index_fetch_tuple.expect("table AM fetches rows");
-            let found = fetch_tuple(self.fetch, &mut tid, self.snapshot, self.slot, &mut call_again, &mut all_dead);
+            let fetch_tuple = (*(*self.heap).rd_tableam)
+                .index_fetch_tuple
+                .expect("table AM fetches rows");
+            let found = fetch_tuple(
+                self.fetch,
+                &mut tid,
+                self.snapshot,
+                self.slot,
+                &mut call_again,
+                &mut all_dead,
+            );
             if !found {
                 return None;
             }
@@ -143,7 +152,9 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
             "pass a vector, e.g. inf_embed_query(instruction, query)",
         );
     }
-    let query = vector::with_floats(key.sk_argument, "the query vector", |v| vector::unit(v, "the query vector"));
+    let query = vector::with_floats(key.sk_argument, "the query vector", |v| {
+        vector::unit(v, "the query vector")
+    });
     let (meta, shape) = shape::load(index);
     if meta.lists == 0 {
         state.done = true;
@@ -175,7 +186,10 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
 }
 
 #[pg_guard]
-pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _direction: pg_sys::ScanDirection::Type) -> bool {
+pub unsafe extern "C-unwind" fn amgettuple(
+    scan: pg_sys::IndexScanDesc,
+    _direction: pg_sys::ScanDirection::Type,
+) -> bool {
     let state = state(scan);
     if state.search.is_none() && !state.done {
         start(scan, state);

@@ -49,7 +49,11 @@ unsafe fn read_directory(index: pg_sys::Relation, meta: &Meta) -> Shape {
         centroids: Vec::with_capacity(meta.lists as usize * dim),
         lists: Vec::with_capacity(meta.lists as usize),
     };
-    let mut block = if meta.lists == 0 { pages::INVALID_BLOCK } else { meta.first_directory };
+    let mut block = if meta.lists == 0 {
+        pages::INVALID_BLOCK
+    } else {
+        meta.first_directory
+    };
     while block != pages::INVALID_BLOCK {
         let buffer = Locked::read(index, block, false);
         let page = buffer.page();

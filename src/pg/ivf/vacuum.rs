@@ -56,7 +56,9 @@ unsafe fn vacuum_list(
         return;
     }
     let directory = Locked::read(index, location.block, true);
-    let item = pages::items(directory.page()).find(|(off, _)| *off == location.offset).map(|(_, i)| pages::list_head_of(i));
+    let item = pages::items(directory.page())
+        .find(|(off, _)| *off == location.offset)
+        .map(|(_, i)| pages::list_head_of(i));
     if let Some(head) = item {
         let position = |b| chain.iter().position(|c| *c == b);
         // Only move the insert block back: past it pages may have been
