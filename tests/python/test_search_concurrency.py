@@ -13,15 +13,9 @@ import threading
 import time
 
 import psycopg
+from vectors import unit_vector as vec
 
-DIM = 384
 CORPUS = "concurrency_test"
-
-
-def vec(rng):
-    v = [rng.gauss(0, 1) for _ in range(DIM)]
-    n = sum(x * x for x in v) ** 0.5
-    return [x / n for x in v]
 
 
 def writer(dsn, seed, stop, counts, errors):

@@ -85,8 +85,8 @@ pub fn nearest(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -
 /// costs a pass over the sample per centroid).
 const PLUS_PLUS_MAX_WORK: usize = 20_000_000;
 
-/// k distinct sample rows (a partial Fisher-Yates shuffle).
-fn random_seeds(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f32> {
+/// k distinct rows of `sample`, at random (a partial Fisher-Yates shuffle).
+pub(crate) fn random_rows(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f32> {
     let n = sample.len() / dim;
     let mut order: Vec<usize> = (0..n).collect();
     for i in 0..k {
@@ -144,7 +144,7 @@ pub fn train(sample: &[f32], dim: usize, opts: Training) -> Vec<f32> {
     let mut centroids = if n * k <= PLUS_PLUS_MAX_WORK {
         plus_plus_seeds(sample, dim, k, &mut rng)
     } else {
-        random_seeds(sample, dim, k, &mut rng)
+        random_rows(sample, dim, k, &mut rng)
     };
     centroids.chunks_mut(dim).for_each(|c| {
         normalize(c);

@@ -49,10 +49,6 @@ struct Pass2 {
     rows: u64,
 }
 
-unsafe fn first_value(values: *mut pg_sys::Datum, isnull: *mut bool) -> Option<pg_sys::Datum> {
-    (!*isnull).then(|| *values)
-}
-
 unsafe fn row_vector(datum: pg_sys::Datum, tid: pg_sys::ItemPointer, dim: Option<usize>) -> Vec<f32> {
     let what = format!("the vector of row {}", tid_text(&*tid));
     vector::with_floats(datum, &what, |v| {
@@ -74,36 +70,49 @@ pub fn tid_text(tid: &pg_sys::ItemPointerData) -> String {
     format!("({block},{})", tid.ip_posid)
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn sample_row(
-    _index: pg_sys::Relation,
-    tid: pg_sys::ItemPointer,
-    values: *mut pg_sys::Datum,
-    isnull: *mut bool,
-    _alive: bool,
-    state: *mut std::ffi::c_void,
-) {
-    let state = &mut *(state as *mut Pass1);
-    let Some(datum) = first_value(values, isnull) else {
-        return;
-    };
-    let v = row_vector(datum, tid, state.dim);
-    let dim = *state.dim.get_or_insert(v.len());
-    state.seen += 1;
-    let held = state.sample.len() / dim;
-    if held < state.cap {
-        state.sample.extend_from_slice(&v);
-    } else {
-        // Reservoir sampling: row n replaces a held one with probability cap / n.
-        let j = (state.rng.next() % state.seen) as usize;
-        if j < state.cap {
-            state.sample[j * dim..(j + 1) * dim].copy_from_slice(&v);
+/// Where the table scan's rows go, pass by pass.
+trait RowSink {
+    /// The dimension rows must have, once known.
+    fn dim(&self) -> Option<usize>;
+    fn take(&mut self, tid: &pg_sys::ItemPointerData, unit: Vec<f32>);
+}
+
+impl RowSink for Pass1 {
+    fn dim(&self) -> Option<usize> {
+        self.dim
+    }
+
+    fn take(&mut self, _tid: &pg_sys::ItemPointerData, v: Vec<f32>) {
+        let dim = *self.dim.get_or_insert(v.len());
+        self.seen += 1;
+        if self.sample.len() / dim < self.cap {
+            self.sample.extend_from_slice(&v);
+        } else {
+            // Reservoir sampling: row n replaces a held one with probability cap / n.
+            let j = (self.rng.next() % self.seen) as usize;
+            if j < self.cap {
+                self.sample[j * dim..(j + 1) * dim].copy_from_slice(&v);
+            }
+        }
+    }
+}
+
+impl RowSink for Pass2 {
+    fn dim(&self) -> Option<usize> {
+        Some(self.dim)
+    }
+
+    fn take(&mut self, tid: &pg_sys::ItemPointerData, v: Vec<f32>) {
+        self.tids.push(*tid);
+        self.batch.extend_from_slice(&v);
+        if self.tids.len() >= ASSIGN_BATCH {
+            self.flush();
         }
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn assign_row(
+unsafe extern "C-unwind" fn each_row(
     _index: pg_sys::Relation,
     tid: pg_sys::ItemPointer,
     values: *mut pg_sys::Datum,
@@ -111,16 +120,12 @@ unsafe extern "C-unwind" fn assign_row(
     _alive: bool,
     state: *mut std::ffi::c_void,
 ) {
-    let state = &mut *(state as *mut Pass2);
-    let Some(datum) = first_value(values, isnull) else {
+    let sink = &mut **(state as *mut &mut dyn RowSink);
+    if *isnull {
         return;
-    };
-    let v = row_vector(datum, tid, Some(state.dim));
-    state.tids.push(*tid);
-    state.batch.extend_from_slice(&v);
-    if state.tids.len() >= ASSIGN_BATCH {
-        state.flush();
     }
+    let v = row_vector(*values, tid, sink.dim());
+    sink.take(&*tid, v);
 }
 
 impl Pass2 {
@@ -145,9 +150,10 @@ unsafe fn scan_table(
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
     info: *mut pg_sys::IndexInfo,
-    callback: pg_sys::IndexBuildCallback,
-    state: *mut std::ffi::c_void,
+    sink: &mut dyn RowSink,
 ) -> f64 {
+    let mut sink: &mut dyn RowSink = sink;
+    let state = &mut sink as *mut &mut dyn RowSink as *mut std::ffi::c_void;
     let scan = (*(*heap).rd_tableam)
         .index_build_range_scan
         .expect("table AM builds indexes");
@@ -160,7 +166,7 @@ unsafe fn scan_table(
         true,
         0,
         pg_sys::InvalidBlockNumber,
-        callback,
+        Some(each_row),
         state,
         std::ptr::null_mut(),
     )
@@ -208,7 +214,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         sample: Vec::new(),
         rng: SplitMix(0x5EED),
     };
-    let heap_tuples = scan_table(heap, index, info, Some(sample_row), &mut pass1 as *mut Pass1 as *mut _);
+    let heap_tuples = scan_table(heap, index, info, &mut pass1);
     let rows = pass1.seen;
     let (centroids, dim) = match pass1.dim {
         None => (Vec::new(), 0),
@@ -245,7 +251,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         rows: 0,
     };
     if lists > 0 {
-        scan_table(heap, index, info, Some(assign_row), &mut pass2 as *mut Pass2 as *mut _);
+        scan_table(heap, index, info, &mut pass2);
         pass2.flush();
     }
     write_index(index, pg_sys::ForkNumber::MAIN_FORKNUM, &pass2, rows);
@@ -258,19 +264,10 @@ pub unsafe extern "C-unwind" fn ambuild(
 /// At most `want` rows of the reservoir, picked at random (its prefix is
 /// not a uniform sample while it was still filling).
 fn training_subset(sample: &[f32], dim: usize, want: usize, rng: &mut SplitMix) -> Vec<f32> {
-    let n = sample.len() / dim;
-    if n <= want {
+    if sample.len() / dim <= want {
         return sample.to_vec();
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in 0..want {
-        let j = i + rng.below(n - i);
-        order.swap(i, j);
-    }
-    order[..want]
-        .iter()
-        .flat_map(|&r| sample[r * dim..(r + 1) * dim].iter().copied())
-        .collect()
+    kmeans::random_rows(sample, dim, want, rng)
 }
 
 /// Write meta page, data pages of every list, then the directory.
@@ -307,69 +304,66 @@ unsafe fn write_index(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, b
     wal.finish();
 }
 
-/// One list's chain of data pages; returns (head, last) blocks.
+/// A chain of new pages of one kind holding `items` in order, each page a
+/// full-page WAL record; returns its first and last blocks.
+unsafe fn write_chain<'a>(
+    index: pg_sys::Relation,
+    fork: pg_sys::ForkNumber::Type,
+    kind: u16,
+    items: impl Iterator<Item = std::borrow::Cow<'a, [u8]>>,
+) -> ListHead {
+    let mut current = Locked::extend(index, fork);
+    let first = current.block();
+    let mut wal = WalChange::start(index);
+    let mut page = wal.page(&current, true);
+    pages::init_page(page, kind);
+    for item in items {
+        if !pages::has_room(page, item.len()) {
+            let next = Locked::extend(index, fork);
+            (*pages::opaque(page)).next = next.block();
+            wal.finish();
+            current = next;
+            wal = WalChange::start(index);
+            page = wal.page(&current, true);
+            pages::init_page(page, kind);
+        }
+        if !pages::add_item(page, &item) {
+            pgrx::error!("inf_ir: an index item of {} bytes does not fit on a page", item.len());
+        }
+    }
+    let last = current.block();
+    wal.finish();
+    drop(current);
+    ListHead {
+        head: first,
+        insert: last,
+    }
+}
+
+/// One list's chain of data pages.
 unsafe fn write_list(
     index: pg_sys::Relation,
     fork: pg_sys::ForkNumber::Type,
     entries: &[u8],
     entry_len: usize,
 ) -> ListHead {
-    let mut current = Locked::extend(index, fork);
-    let head = current.block();
-    let mut wal = WalChange::start(index);
-    let mut page = wal.page(&current, true);
-    pages::init_page(page, pages::KIND_DATA);
-    for entry in entries.chunks_exact(entry_len) {
-        if !pages::has_room(page, entry_len) {
-            let next = Locked::extend(index, fork);
-            (*pages::opaque(page)).next = next.block();
-            wal.finish();
-            current = next;
-            wal = WalChange::start(index);
-            page = wal.page(&current, true);
-            pages::init_page(page, pages::KIND_DATA);
-        }
-        if !pages::add_item(page, entry) {
-            pgrx::error!("inf_ir: an index entry of {entry_len} bytes does not fit on a page");
-        }
-    }
-    let last = current.block();
-    wal.finish();
-    drop(current);
-    ListHead { head, insert: last }
+    let items = entries.chunks_exact(entry_len).map(std::borrow::Cow::Borrowed);
+    write_chain(index, fork, pages::KIND_DATA, items)
 }
 
 /// The directory chain; returns its first block.
-pub unsafe fn write_directory(
+unsafe fn write_directory(
     index: pg_sys::Relation,
     fork: pg_sys::ForkNumber::Type,
     heads: &[ListHead],
     centroids: &[f32],
     dim: usize,
 ) -> pg_sys::BlockNumber {
-    let item_len = pages::list_item_len(dim);
-    let mut current = Locked::extend(index, fork);
-    let first = current.block();
-    let mut wal = WalChange::start(index);
-    let mut page = wal.page(&current, true);
-    pages::init_page(page, pages::KIND_DIRECTORY);
-    for (head, centroid) in heads.iter().zip(centroids.chunks_exact(dim)) {
-        if !pages::has_room(page, item_len) {
-            let next = Locked::extend(index, fork);
-            (*pages::opaque(page)).next = next.block();
-            wal.finish();
-            current = next;
-            wal = WalChange::start(index);
-            page = wal.page(&current, true);
-            pages::init_page(page, pages::KIND_DIRECTORY);
-        }
-        if !pages::add_item(page, &pages::list_item(*head, centroid)) {
-            pgrx::error!("inf_ir: a list of {dim} dimensions does not fit on a page");
-        }
-    }
-    wal.finish();
-    drop(current);
-    first
+    let items = heads
+        .iter()
+        .zip(centroids.chunks_exact(dim))
+        .map(|(head, centroid)| std::borrow::Cow::Owned(pages::list_item(*head, centroid)));
+    write_chain(index, fork, pages::KIND_DIRECTORY, items).head
 }
 
 /// An unlogged table's index: the init fork holds an empty meta page.

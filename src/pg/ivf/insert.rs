@@ -31,14 +31,11 @@ pub unsafe extern "C-unwind" fn aminsert(
         (meta, shape) = shape::load(index);
     }
     if unit.len() != meta.dim as usize {
-        crate::pg::errors::raise_with(
-            pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!(
-                "{what} has {} dimensions; index \"{}\" holds {}-dimensional vectors",
-                unit.len(),
-                pages::relation_name(index),
-                meta.dim
-            ),
+        vector::raise_dimension_mismatch(
+            &what,
+            unit.len(),
+            &pages::relation_name(index),
+            meta.dim as usize,
             "embed it with the corpus's model (inf_embed_corpus does), or index each model's vectors separately",
         );
     }

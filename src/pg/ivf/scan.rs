@@ -161,14 +161,11 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
         return;
     }
     if query.len() != shape.dim {
-        crate::pg::errors::raise_with(
-            pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!(
-                "the query vector has {} dimensions; index \"{}\" holds {}-dimensional vectors",
-                query.len(),
-                pages::relation_name(index),
-                shape.dim
-            ),
+        vector::raise_dimension_mismatch(
+            "the query vector",
+            query.len(),
+            &pages::relation_name(index),
+            shape.dim,
             "embed the query with the corpus's model, e.g. inf_embed_query(instruction, query, model)",
         );
     }

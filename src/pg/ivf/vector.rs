@@ -75,3 +75,12 @@ pub fn unit(v: &[f32], what: &str) -> Vec<f32> {
     let norm = check_direction(v, what);
     v.iter().map(|x| (*x as f64 / norm) as f32).collect()
 }
+
+/// The ERROR for a vector whose length is not the index's dimension.
+pub fn raise_dimension_mismatch(what: &str, got: usize, index: &str, dim: usize, hint: &str) -> ! {
+    raise_with(
+        PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+        format!("{what} has {got} dimensions; index \"{index}\" holds {dim}-dimensional vectors"),
+        hint,
+    )
+}
