@@ -36,6 +36,15 @@ impl ListReader for Pages<'_> {
             while block != pages::INVALID_BLOCK {
                 let buffer = Locked::read(self.index, block, false);
                 let page = buffer.page();
+                // The page was just pinned and is likely cold in the CPU cache:
+                // ask for the whole item area first, then score.
+                let header = page as *const pg_sys::PageHeaderData;
+                let (upper, special) = ((*header).pd_upper as usize, (*header).pd_special as usize);
+                let mut line = upper & !63;
+                while line < special {
+                    prefetch((page as *const u8).add(line));
+                    line += 64;
+                }
                 for (_, entry) in pages::items(page) {
                     visit(pages::pack_tid(&pages::entry_tid(entry)), pages::entry_code(entry));
                 }
@@ -45,6 +54,16 @@ impl ListReader for Pages<'_> {
             }
         }
     }
+}
+
+#[inline(always)]
+fn prefetch(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(ptr as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 struct HeapRows {
