@@ -16,7 +16,6 @@ query (inf_search_vector with a prepared statement, measured client-side).
 import argparse
 import os
 import struct
-import sys
 import time
 
 import numpy as np
@@ -166,18 +165,15 @@ def churn(dsn, name, texts, mat):
     return out
 
 
-def filtered(conn, name, texts, mat, ids, shard=7):
+def filtered(conn, name, texts, queries, mat, ids, shard=7):
     keep = np.array([int(i) % 100 == shard for i in ids])
-    sub, sub_ids = mat[keep], [i for i, k in zip(ids, keep) if k]
+    exact = exact_topk(mat[keep], [i for i, k in zip(ids, keep) if k], queries)
     lat, equal, counts = [], 0, []
-    for qt, q in zip(texts, QUERIES):
+    for qt, want in zip(texts, exact):
         t0 = time.perf_counter()
         got = search(conn, name, qt, filt=f'{{"shard": {shard}}}')
         lat.append(time.perf_counter() - t0)
-        s = sub @ q
-        top = np.argpartition(-s, 10)[:10]
-        top = top[np.lexsort((top, -s[top]))]
-        equal += got == [str(sub_ids[i]) for i in top]
+        equal += got == want
         counts.append(len(got))
     return {"p50": percentile(lat, 50), "equal": equal, "n": len(texts), "min_rows": min(counts)}
 
@@ -240,11 +236,7 @@ def exact_topk(mat, ids, queries, k=10):
     return out
 
 
-QUERIES = None
-
-
 def main():
-    global QUERIES
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--scifact", required=True)
@@ -271,10 +263,10 @@ def main():
         base = np.array([r[1] for r in rows], dtype=np.float32)
         import json
         qtexts = [json.loads(l)["text"] for l in open(os.path.join(args.scifact, "queries.jsonl"))]
-        QUERIES = np.array([r[1] for r in conn.execute(
+        queries = np.array([r[1] for r in conn.execute(
             "SELECT ord, embedding FROM inf_embed_query_many(NULL, %s) ORDER BY ord", (qtexts,)).fetchall()],
             dtype=np.float32)
-        texts = [vector_text(q) for q in QUERIES]
+        texts = [vector_text(q) for q in queries]
         sizes = args.sizes.split(",")
         for size in sizes:
             if size == "5k":
@@ -287,7 +279,7 @@ def main():
             b = build_index(dsn, name)
             print(f"{size:>5} ({len(mat)} x {mat.shape[1]}): index build {b['build_s']:.1f} s, {b['lists']} lists, "
                   f"{b['index_mb']:.0f} MB, peak backend RSS {b['peak_rss_mb']:.0f} MB", flush=True)
-            exact = exact_topk(mat, ids, QUERIES)
+            exact = exact_topk(mat, ids, queries)
             r = {"build": b, "sweep": []}
             for probes in [int(p) for p in args.probes.split(",")]:
                 s = sweep(conn, name, texts, exact, probes)
@@ -301,7 +293,7 @@ def main():
                 print(f"        next search after a committed write (median of 10, another session): "
                       f"insert {c['insert']:.2f} ms, update {c['update']:.2f} ms, delete {c['delete']:.2f} ms; "
                       f"normal {c['normal']:.2f} ms", flush=True)
-                f = filtered(conn, name, texts, mat, ids)
+                f = filtered(conn, name, texts, queries, mat, ids)
                 r["filter"] = f
                 print(f"        1% filter (metadata @> shard): p50 {f['p50']:.2f} ms, top-10 equal to the exact "
                       f"filtered scan for {f['equal']}/{f['n']} queries, fewest rows {f['min_rows']}", flush=True)

@@ -80,6 +80,19 @@ pub fn nearest(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -
     out
 }
 
+/// The centroid with the largest dot product with one row (ties by the
+/// smaller list number): the list an inserted row joins.
+pub fn nearest_one(row: &[f32], centroids: &[f32]) -> usize {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, c) in centroids.chunks_exact(row.len()).enumerate() {
+        let s = dot(c, row);
+        if s > best.1 {
+            best = (i, s);
+        }
+    }
+    best.0
+}
+
 /// Up to this many row-centroid products, seeding is k-means++ (spread out,
 /// fewer split or merged clusters); above it, distinct random rows (k-means++
 /// costs a pass over the sample per centroid).
@@ -209,6 +222,7 @@ mod tests {
                 }
             }
             assert_eq!(fast[i].0, best.0);
+            assert_eq!(nearest_one(row, &centroids), best.0 as usize);
             assert!((fast[i].1 - best.1).abs() < 1e-5);
         }
     }

@@ -36,6 +36,19 @@ pub struct ScanPlan {
     pub rerank: usize,
 }
 
+/// Cosine similarity of a stored vector with a unit `query` (float32
+/// products, f64 norm); a vector of another length or all zeros scores lowest.
+pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
+    if v.len() != query.len() {
+        return f32::NEG_INFINITY;
+    }
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        return f32::NEG_INFINITY;
+    }
+    (dot(v, query) as f64 / norm) as f32
+}
+
 /// Lists by descending centroid score (ties by the smaller list number).
 pub fn probe_order(query: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
     let scores: Vec<f32> = centroids.chunks_exact(dim).map(|c| dot(c, query)).collect();
@@ -143,6 +156,14 @@ mod tests {
 
     fn build(n: usize, dim: usize, lists: usize) -> MemoryIndex {
         MemoryIndex::build(&unit_vectors(n, dim, 21), dim, lists, 2)
+    }
+
+    #[test]
+    fn cosine_with_unit_scales_by_the_stored_norm() {
+        assert!((cosine_with_unit(&[3.0, 4.0], &[0.6, 0.8]) - 1.0).abs() < 1e-6);
+        assert!((cosine_with_unit(&[2.0, 0.0], &[0.0, 1.0])).abs() < 1e-6);
+        assert_eq!(cosine_with_unit(&[0.0, 0.0], &[1.0, 0.0]), f32::NEG_INFINITY);
+        assert_eq!(cosine_with_unit(&[1.0], &[1.0, 0.0]), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -172,7 +172,8 @@ unsafe fn scan_table(
     )
 }
 
-fn new_build_id() -> u64 {
+/// A new build id (the meta page's; backends re-read centroids when it changes).
+pub(super) fn new_build_id() -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -386,8 +387,4 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     pg_sys::MarkBufferDirty(buffer.buffer);
     drop(buffer);
     pg_sys::log_newpage_range(index, pg_sys::ForkNumber::INIT_FORKNUM, 0, 1, true);
-}
-
-pub fn fresh_build_id() -> u64 {
-    new_build_id()
 }

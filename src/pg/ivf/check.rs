@@ -4,9 +4,12 @@
 //! entry whose row is visible must carry that row's code. Run it in a
 //! REPEATABLE READ transaction for an exact answer while others write.
 
-use super::pages::{self, Locked};
+use super::heap_rows::HeapRows;
+use super::pages;
+use super::scan::Pages;
 use super::{shape, vector};
 use crate::engine::ivf::codes;
+use crate::engine::ivf::scan::ListReader;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -69,51 +72,36 @@ fn inf_index_check(
     unsafe {
         let index_rel = pg_sys::index_open(index, pg_sys::AccessShareLock as i32);
         let heap = pg_sys::relation_open((*(*index_rel).rd_index).indrelid, pg_sys::AccessShareLock as i32);
-        let attnum = super::build::check_indexed_column(index_rel);
+        let mut rows = HeapRows::begin(heap, super::build::check_indexed_column(index_rel));
         let (_, shape) = shape::load(index_rel);
         lists = shape.lists.len() as i32;
-        let fetch = (*(*heap).rd_tableam).index_fetch_begin.expect("table AM fetches rows")(heap);
-        let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
         let snapshot = pg_sys::GetActiveSnapshot();
-        let fetch_tuple = (*(*heap).rd_tableam).index_fetch_tuple.expect("table AM fetches rows");
         let mut code = vec![0u8; codes::code_len(shape.dim)];
-        for location in &shape.lists {
-            let mut block = location.head;
-            while block != pages::INVALID_BLOCK {
-                let buffer = Locked::read(index_rel, block, false);
-                let page = buffer.page();
-                let entries: Vec<Vec<u8>> = pages::items(page).map(|(_, e)| e.to_vec()).collect();
-                block = (*pages::opaque(page)).next;
-                drop(buffer);
-                for entry in entries {
-                    counts.0 += 1;
-                    let mut tid = pages::entry_tid(&entry);
-                    let (mut again, mut all_dead) = (false, false);
-                    if !fetch_tuple(fetch, &mut tid, snapshot, slot, &mut again, &mut all_dead) {
-                        counts.1 += 1;
-                        continue;
-                    }
-                    pg_sys::slot_getsomeattrs_int(slot, attnum);
-                    let i = (attnum - 1) as usize;
-                    let matches = !*(*slot).tts_isnull.add(i)
-                        && vector::with_floats(*(*slot).tts_values.add(i), "a stored vector", |v| {
-                            v.len() == shape.dim && {
-                                codes::encode(&vector::unit(v, "a stored vector"), &mut code);
-                                code == pages::entry_code(&entry)
-                            }
-                        });
-                    if matches {
-                        *reached.entry(pages::pack_tid(&(*slot).tts_tid)).or_default() += 1;
-                    } else {
-                        counts.2 += 1;
-                    }
-                    pg_sys::ExecClearTuple(slot);
+        let mut pages = Pages {
+            index: index_rel,
+            shape: &shape,
+        };
+        for list in 0..shape.lists.len() as u32 {
+            // Copied out first: no index page stays locked while rows are read.
+            let mut entries: Vec<(i64, Vec<u8>)> = Vec::new();
+            pages.scan_list(list, &mut |key, stored| entries.push((key, stored.to_vec())));
+            for (key, stored) in entries {
+                counts.0 += 1;
+                let seen = rows.with_vector(pages::unpack_tid(key), snapshot, |visible, v| {
+                    let same = v.len() == shape.dim && {
+                        codes::encode(&vector::unit(v, "a stored vector"), &mut code);
+                        code == stored
+                    };
+                    (pages::pack_tid(visible), same)
+                });
+                match seen {
+                    None => counts.1 += 1,
+                    Some((visible, true)) => *reached.entry(visible).or_default() += 1,
+                    Some((_, false)) => counts.2 += 1,
                 }
-                pgrx::check_for_interrupts!();
             }
         }
-        (*(*heap).rd_tableam).index_fetch_end.expect("table AM fetches rows")(fetch);
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        rows.end();
         pg_sys::relation_close(heap, pg_sys::AccessShareLock as i32);
         pg_sys::index_close(index_rel, pg_sys::AccessShareLock as i32);
     }

@@ -4,6 +4,7 @@
 
 use super::pages::{self, ListHead, Locked, WalChange};
 use super::{build, shape, vector};
+use crate::engine::ivf::kmeans;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -39,7 +40,7 @@ pub unsafe extern "C-unwind" fn aminsert(
             "embed it with the corpus's model (inf_embed_corpus does), or index each model's vectors separately",
         );
     }
-    let location = shape.lists[shape::nearest_list(&shape, &unit)];
+    let location = shape.lists[kmeans::nearest_one(&unit, &shape.centroids)];
     let mut entry = Vec::new();
     pages::make_entry(&*heap_tid, &unit, &mut entry);
     append(index, location, &entry);
@@ -138,7 +139,7 @@ unsafe fn first_list(index: pg_sys::Relation, unit: &[f32]) {
             dim: dim as u32,
             lists: 1,
             first_directory: directory.block(),
-            build_id: build::fresh_build_id(),
+            build_id: build::new_build_id(),
             ..meta
         },
     );

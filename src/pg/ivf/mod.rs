@@ -8,6 +8,7 @@ mod build;
 mod check;
 mod cost;
 mod distance;
+mod heap_rows;
 mod info;
 mod insert;
 mod options;

@@ -4,11 +4,11 @@
 //! so invisible rows never take a place. The executor still checks
 //! visibility and any WHERE clause, and asks for more rows as it needs them.
 
+use super::heap_rows::HeapRows;
 use super::pages::{self, Locked};
 use super::shape::{self, Shape};
 use super::{build, vector};
-use crate::engine::ivf::scan::{IvfScan, ListReader, Rescorer, ScanPlan};
-use crate::engine::simd::dot;
+use crate::engine::ivf::scan::{cosine_with_unit, IvfScan, ListReader, Rescorer, ScanPlan};
 use crate::pg::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -19,14 +19,14 @@ struct State {
     shape: Option<Rc<Shape>>,
     /// Every list scanned, or the index has none.
     done: bool,
-    fetch: *mut pg_sys::IndexFetchTableData,
-    slot: *mut pg_sys::TupleTableSlot,
+    /// Made at the first search, released at the end of the scan.
+    rows: Option<HeapRows>,
     attnum: i32,
 }
 
-struct Pages<'a> {
-    index: pg_sys::Relation,
-    shape: &'a Shape,
+pub(super) struct Pages<'a> {
+    pub index: pg_sys::Relation,
+    pub shape: &'a Shape,
 }
 
 impl ListReader for Pages<'_> {
@@ -66,55 +66,19 @@ fn prefetch(ptr: *const u8) {
     let _ = ptr;
 }
 
-struct HeapRows {
-    heap: pg_sys::Relation,
+/// The exact score of a shortlisted entry, from its row in the scan's snapshot.
+struct SnapshotRows<'a> {
+    rows: &'a mut HeapRows,
     snapshot: pg_sys::Snapshot,
-    fetch: *mut pg_sys::IndexFetchTableData,
-    slot: *mut pg_sys::TupleTableSlot,
-    attnum: i32,
 }
 
-impl Rescorer for HeapRows {
+impl Rescorer for SnapshotRows<'_> {
     fn exact(&mut self, key: i64, query: &[f32]) -> Option<f32> {
         unsafe {
-            let mut tid = pages::unpack_tid(key);
-            let (mut call_again, mut all_dead) = (false, false);
-            let fetch_tuple = (*(*self.heap).rd_tableam)
-                .index_fetch_tuple
-                .expect("table AM fetches rows");
-            let found = fetch_tuple(
-                self.fetch,
-                &mut tid,
-                self.snapshot,
-                self.slot,
-                &mut call_again,
-                &mut all_dead,
-            );
-            if !found {
-                return None;
-            }
-            pg_sys::slot_getsomeattrs_int(self.slot, self.attnum);
-            let i = (self.attnum - 1) as usize;
-            let score = (!*(*self.slot).tts_isnull.add(i)).then(|| {
-                let datum = *(*self.slot).tts_values.add(i);
-                vector::with_floats(datum, "a stored vector", |v| cosine_with_unit(v, query))
-            });
-            pg_sys::ExecClearTuple(self.slot);
-            score
+            self.rows
+                .with_vector(pages::unpack_tid(key), self.snapshot, |_, v| cosine_with_unit(v, query))
         }
     }
-}
-
-/// Cosine similarity of `v` with a unit `query` (float32 products, f64 norm).
-pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
-    if v.len() != query.len() {
-        return f32::NEG_INFINITY;
-    }
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-    if norm == 0.0 {
-        return f32::NEG_INFINITY;
-    }
-    (dot(v, query) as f64 / norm) as f32
 }
 
 unsafe fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut State {
@@ -132,8 +96,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         search: None,
         shape: None,
         done: false,
-        fetch: std::ptr::null_mut(),
-        slot: std::ptr::null_mut(),
+        rows: None,
         attnum: build::check_indexed_column(index),
     });
     (*scan).opaque = Box::into_raw(state) as *mut std::ffi::c_void;
@@ -194,10 +157,8 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
     };
     state.search = Some(IvfScan::new(&query, &shape.centroids, shape.dim, plan));
     state.shape = Some(shape);
-    if state.fetch.is_null() {
-        let heap = (*scan).heapRelation;
-        state.fetch = (*(*heap).rd_tableam).index_fetch_begin.expect("table AM fetches rows")(heap);
-        state.slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+    if state.rows.is_none() {
+        state.rows = Some(HeapRows::begin((*scan).heapRelation, state.attnum));
     }
 }
 
@@ -214,12 +175,9 @@ pub unsafe extern "C-unwind" fn amgettuple(
         return false;
     }
     let shape = state.shape.clone().expect("started");
-    let mut rows = HeapRows {
-        heap: (*scan).heapRelation,
+    let mut rows = SnapshotRows {
+        rows: state.rows.as_mut().expect("started"),
         snapshot: (*scan).xs_snapshot,
-        fetch: state.fetch,
-        slot: state.slot,
-        attnum: state.attnum,
     };
     let mut lists = Pages {
         index: (*scan).indexRelation,
@@ -243,9 +201,7 @@ pub unsafe extern "C-unwind" fn amgettuple(
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     let state = Box::from_raw((*scan).opaque as *mut State);
     (*scan).opaque = std::ptr::null_mut();
-    if !state.fetch.is_null() {
-        let heap = (*scan).heapRelation;
-        (*(*heap).rd_tableam).index_fetch_end.expect("table AM fetches rows")(state.fetch);
-        pg_sys::ExecDropSingleTupleTableSlot(state.slot);
+    if let Some(rows) = state.rows {
+        rows.end();
     }
 }

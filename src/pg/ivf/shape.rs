@@ -78,15 +78,3 @@ unsafe fn read_directory(index: pg_sys::Relation, meta: &Meta) -> Shape {
     }
     shape
 }
-
-/// The list whose centroid is nearest `unit` (ties by the smaller number).
-pub fn nearest_list(shape: &Shape, unit: &[f32]) -> usize {
-    let mut best = (0usize, f32::NEG_INFINITY);
-    for (i, c) in shape.centroids.chunks_exact(shape.dim).enumerate() {
-        let s = crate::engine::simd::dot(c, unit);
-        if s > best.1 {
-            best = (i, s);
-        }
-    }
-    best.0
-}
