@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Recall@10 against p50 latency for each inf_ir.probes setting, one line per
-corpus size, from the JSON that benches/search_latency.sh writes.
-Usage: plot_search.py results.json out.png   (needs matplotlib)
+corpus size, from the JSON that benches/search_latency.sh writes; several
+runs go on one plot with a label each.
+Usage: plot_search.py results.json out.png             (needs matplotlib)
+       plot_search.py out.png LABEL=results.json ...   (1M lines of several runs)
 """
 import json
 import sys
@@ -15,7 +17,13 @@ except ImportError:
 
 
 def main():
-    results = json.load(open(sys.argv[1]))
+    if sys.argv[1].endswith(".json"):
+        out, results = sys.argv[2], json.load(open(sys.argv[1]))
+    else:
+        out, results = sys.argv[1], {}
+        for arg in sys.argv[2:]:
+            label, path = arg.split("=", 1)
+            results[label] = json.load(open(path))["1m"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for size, r in results.items():
         sweep = r["sweep"]
@@ -30,7 +38,7 @@ def main():
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(sys.argv[2], dpi=110)
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # inf_search over the inf_ivf index at 5k (SciFact), 100k and 1M passages:
 # build, recall@10 and latency per inf_ir.probes, writes, filters, memory,
 # restart, concurrent inserts (see benches/search_latency.py).
-# Usage: benches/search_latency.sh [5k,100k,1m] [results.json]
+# Usage: [PROBES=1,2,4,...] benches/search_latency.sh [5k,100k,1m] [results.json]
 # Needs scripts/setup.sh to have run, and ../shared/data/scifact (or SCIFACT_DIR).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/common.sh"
@@ -21,4 +21,4 @@ stop_cluster "$CLUSTER"; start_cluster "$CLUSTER" "$PORT"
 echo "cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" cores=$(nproc) shared_buffers=4GB"
 RESTART="env -u RUST_BACKTRACE runuser -u postgres -- $PG_BIN/pg_ctl -D $CLUSTER -l $CLUSTER/server.log -m fast -w restart >/dev/null"
 "$VENV/bin/python" "$PROJECT_ROOT/benches/search_latency.py" --port "$PORT" --scifact "$SCIFACT_DIR" --sizes "$SIZES" \
-  --restart "$RESTART" ${2:+--json "$2"}
+  --restart "$RESTART" ${2:+--json "$2"} ${PROBES:+--probes "$PROBES"}

@@ -14,7 +14,7 @@ static INFERENCE: GucSetting<Inference> = GucSetting::<Inference>::new(Inference
 static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static WORKER_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(4);
 static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
-static RERANK: GucSetting<i32> = GucSetting::<i32>::new(200);
+static RERANK: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Where this session's embeddings are computed.
@@ -117,8 +117,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"inf_ir.rerank",
-        c"Index entries re-scored with the exact float32 vector per scan round.",
-        c"The int8 codes pick them; more means fewer ranking errors from quantisation.",
+        c"Most index entries re-scored exactly (float32) before the best hit so far is returned.",
+        c"The bit codes' error bounds usually stop re-scoring well before this cap; a lower cap trades recall for speed.",
         &RERANK,
         1,
         1_000_000,

@@ -3,6 +3,7 @@
 //! in place of pages and heap rows.
 
 use super::codes::{code_len, encode};
+use super::rotation::Rotation;
 use super::kmeans::{nearest, train, SplitMix, Training};
 use super::scan::{IvfScan, ListReader, Rescorer, ScanPlan};
 use crate::engine::simd::dot;
@@ -60,17 +61,20 @@ pub fn clustered_vectors(
 pub struct MemoryIndex {
     dim: usize,
     centroids: Vec<f32>,
-    lists: Vec<Vec<(i64, Vec<u8>)>>,
+    rotation: Rotation,
+    /// Per list: keys, and their codes back to back (as on a page).
+    lists: Vec<(Vec<i64>, Vec<u8>)>,
     vectors: Vec<f32>,
     /// Keys the rescorer treats as invisible rows.
     pub invisible: HashSet<i64>,
 }
 
-struct Lists<'a>(&'a [Vec<(i64, Vec<u8>)>]);
+struct Lists<'a>(&'a [(Vec<i64>, Vec<u8>)], usize);
 
 impl ListReader for Lists<'_> {
     fn scan_list(&mut self, list: u32, visit: &mut dyn FnMut(i64, &[u8])) {
-        for (key, code) in &self.0[list as usize] {
+        let (keys, codes) = &self.0[list as usize];
+        for (key, code) in keys.iter().zip(codes.chunks_exact(self.1)) {
             visit(*key, code);
         }
     }
@@ -107,20 +111,27 @@ impl MemoryIndex {
         );
         let mut index = MemoryIndex {
             dim,
-            lists: vec![Vec::new(); (centroids.len() / dim).max(1)],
+            lists: vec![(Vec::new(), Vec::new()); (centroids.len() / dim).max(1)],
             centroids: if centroids.is_empty() {
                 vec![0.0; dim]
             } else {
                 centroids
             },
+            rotation: Rotation::new(dim, 42),
             vectors: vectors.to_vec(),
             invisible: HashSet::new(),
         };
         if !vectors.is_empty() {
             for (key, (list, _)) in nearest(vectors, dim, &index.centroids, threads).into_iter().enumerate() {
                 let mut code = vec![0u8; code_len(dim)];
-                encode(&vectors[key * dim..(key + 1) * dim], &mut code);
-                index.lists[list as usize].push((key as i64, code));
+                let centroid = &index.centroids[list as usize * dim..(list as usize + 1) * dim];
+                let mut residual: Vec<f32> =
+                    vectors[key * dim..(key + 1) * dim].iter().zip(centroid).map(|(v, c)| v - c).collect();
+                index.rotation.apply(&mut residual);
+                encode(&residual, &mut code);
+                let (keys, codes) = &mut index.lists[list as usize];
+                keys.push(key as i64);
+                codes.extend_from_slice(&code);
             }
         }
         index
@@ -129,18 +140,18 @@ impl MemoryIndex {
     pub fn memory_bytes(&self) -> usize {
         self.lists
             .iter()
-            .map(|l| l.len() * (8 + code_len(self.dim)))
+            .map(|l| l.0.len() * (8 + code_len(self.dim)))
             .sum::<usize>()
             + self.centroids.len() * 4
     }
 
     pub fn scan(&self, query: &[f32], plan: ScanPlan) -> IvfScan {
-        IvfScan::new(query, &self.centroids, self.dim, plan)
+        IvfScan::new(query, &self.centroids, &self.rotation, plan)
     }
 
     pub fn next(&self, scan: &mut IvfScan) -> Option<Hit> {
         scan.next(
-            &mut Lists(&self.lists),
+            &mut Lists(&self.lists, code_len(self.dim)),
             &mut Rows {
                 vectors: &self.vectors,
                 dim: self.dim,

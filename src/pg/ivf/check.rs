@@ -89,7 +89,8 @@ fn inf_index_check(
                 counts.0 += 1;
                 let seen = rows.with_vector(pages::unpack_tid(key), snapshot, |visible, v| {
                     let same = v.len() == shape.dim && {
-                        codes::encode(&vector::unit(v, "a stored vector"), &mut code);
+                        let unit = vector::unit(v, "a stored vector");
+                        pages::encode_code(&unit, shape.centroid(list as usize), &shape.rotation, &mut code);
                         code == stored
                     };
                     (pages::pack_tid(visible), same)

@@ -40,9 +40,10 @@ pub unsafe extern "C-unwind" fn aminsert(
             "embed it with the corpus's model (inf_embed_corpus does), or index each model's vectors separately",
         );
     }
-    let location = shape.lists[kmeans::nearest_one(&unit, &shape.centroids)];
+    let list = kmeans::nearest_one(&unit, &shape.centroids);
     let mut entry = Vec::new();
-    pages::make_entry(&*heap_tid, &unit, &mut entry);
+    pages::make_entry(&*heap_tid, &unit, shape.centroid(list), &shape.rotation, &mut entry);
+    let location = shape.lists[list];
     append(index, location, &entry);
     false
 }

@@ -1,5 +1,5 @@
 //! `inf_ivf`, an index access method for real[] vectors: inverted lists
-//! with int8 codes in pages PostgreSQL owns (shared buffers, generic WAL,
+//! with 4-bit codes in pages PostgreSQL owns (shared buffers, generic WAL,
 //! VACUUM), ordering by the cosine distance `<=>` with an exact re-score.
 //! The algorithms are in `crate::engine::ivf`; this is the page and
 //! callback layer.

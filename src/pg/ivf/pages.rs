@@ -7,11 +7,15 @@
 //! list is a chain of data pages whose items are entries (heap TID, code).
 //! Every page's special space holds the next block of its chain.
 
+use crate::engine::ivf::rotation::Rotation;
 use pgrx::pg_sys;
 use std::mem::size_of;
 
 pub const MAGIC: u32 = 0x1F1F_0001;
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: 4-bit codes of rotated residuals (1 held int8 codes of the rows).
+pub const LAYOUT_VERSION: u32 = 2;
+/// Seed of the codes' rotation (fixed: a rotation needs no variety, only agreement).
+pub const ROTATION_SEED: u64 = 0x1F1F;
 pub const META_BLOCK: pg_sys::BlockNumber = 0;
 pub const INVALID_BLOCK: pg_sys::BlockNumber = pg_sys::InvalidBlockNumber;
 
@@ -294,10 +298,23 @@ pub fn entry_code(entry: &[u8]) -> &[u8] {
     &entry[ENTRY_TID_LEN..]
 }
 
-/// Entry bytes for `tid` and a unit vector.
-pub fn make_entry(tid: &pg_sys::ItemPointerData, unit: &[f32], out: &mut Vec<u8>) {
+/// Entry bytes for `tid` and a unit vector in the list of `centroid`.
+pub fn make_entry(
+    tid: &pg_sys::ItemPointerData,
+    unit: &[f32],
+    centroid: &[f32],
+    rotation: &Rotation,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.resize(entry_len(unit.len()), 0);
     unsafe { std::ptr::write_unaligned(out.as_mut_ptr() as *mut pg_sys::ItemPointerData, *tid) };
-    crate::engine::ivf::codes::encode(unit, &mut out[ENTRY_TID_LEN..]);
+    encode_code(unit, centroid, rotation, &mut out[ENTRY_TID_LEN..]);
+}
+
+/// The code of a unit vector in the list of `centroid`.
+pub fn encode_code(unit: &[f32], centroid: &[f32], rotation: &Rotation, out: &mut [u8]) {
+    let mut residual: Vec<f32> = unit.iter().zip(centroid).map(|(v, c)| v - c).collect();
+    rotation.apply(&mut residual);
+    crate::engine::ivf::codes::encode(&residual, out);
 }

@@ -155,7 +155,7 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
         probes: gucs::probes(),
         rerank: gucs::rerank(),
     };
-    state.search = Some(IvfScan::new(&query, &shape.centroids, shape.dim, plan));
+    state.search = Some(IvfScan::new(&query, &shape.centroids, &shape.rotation, plan));
     state.shape = Some(shape);
     if state.rows.is_none() {
         state.rows = Some(HeapRows::begin((*scan).heapRelation, state.attnum));
@@ -201,6 +201,16 @@ pub unsafe extern "C-unwind" fn amgettuple(
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     let state = Box::from_raw((*scan).opaque as *mut State);
     (*scan).opaque = std::ptr::null_mut();
+    if let Some(search) = &state.search {
+        let s = search.stats;
+        pgrx::debug1!(
+            "inf_ir: index scan: {} rounds, {} lists, {} codes scored, {} rows re-scored",
+            s.rounds,
+            s.lists_scanned,
+            s.codes_scored,
+            s.rescored
+        );
+    }
     if let Some(rows) = state.rows {
         rows.end();
     }

@@ -3,6 +3,7 @@
 //! the cache is re-read only after a REINDEX (or an empty index's first list).
 
 use super::pages::{self, Locked, Meta};
+use crate::engine::ivf::rotation::Rotation;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +23,14 @@ pub struct Shape {
     pub dim: usize,
     pub centroids: Vec<f32>,
     pub lists: Vec<ListLocation>,
+    /// The rotation every code of the index was made with.
+    pub rotation: Rotation,
+}
+
+impl Shape {
+    pub fn centroid(&self, list: usize) -> &[f32] {
+        &self.centroids[list * self.dim..(list + 1) * self.dim]
+    }
 }
 
 thread_local! {
@@ -48,6 +57,7 @@ unsafe fn read_directory(index: pg_sys::Relation, meta: &Meta) -> Shape {
         dim,
         centroids: Vec::with_capacity(meta.lists as usize * dim),
         lists: Vec::with_capacity(meta.lists as usize),
+        rotation: Rotation::new(dim, pages::ROTATION_SEED),
     };
     let mut block = if meta.lists == 0 {
         pages::INVALID_BLOCK
