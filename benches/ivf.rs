@@ -7,6 +7,7 @@
 //! Usage: cargo bench --bench ivf -- [ROWS | --rows FILE --queries FILE]
 //!        [--lists N] [--probes 1,2,4] [--rerank N]
 
+use inf_ir::engine::ivf::kmeans::{nearest, train, Assigner, Training};
 use inf_ir::engine::ivf::scan::ScanPlan;
 use inf_ir::engine::ivf::synthetic::{clustered_vectors, MemoryIndex};
 use std::time::Instant;
@@ -18,7 +19,10 @@ fn pct(mut xs: Vec<f64>, p: f64) -> f64 {
 
 fn read_f32(path: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn main() {
@@ -36,7 +40,12 @@ fn main() {
         }
     };
     let rows = vectors.len() / dim;
-    let lists = flag("--lists").and_then(|l| l.parse().ok()).unwrap_or((rows / 1000).max(1));
+    if args.iter().any(|a| a == "--assignment") {
+        return assignment_check(&vectors, dim, threads);
+    }
+    let lists = flag("--lists")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or((rows / 1000).max(1));
     let t = Instant::now();
     let index = MemoryIndex::build(&vectors, dim, lists, threads);
     println!(
@@ -72,6 +81,44 @@ fn main() {
             found as f64 / (10 * queries.len()) as f64,
             rescored as f64 / queries.len() as f64,
             scored as f64 / queries.len() as f64
+        );
+    }
+}
+
+/// `--assignment`: how often grouped assignment finds a row's nearest of
+/// 4,000 lists, and at what cost, per number of groups searched.
+fn assignment_check(vectors: &[f32], dim: usize, threads: usize) {
+    let sample = &vectors[..100_000.min(vectors.len() / dim) * dim];
+    let t = Instant::now();
+    let centroids = train(
+        sample,
+        dim,
+        Training {
+            lists: 4000,
+            iterations: 8,
+            threads,
+            seed: 42,
+        },
+    );
+    println!(
+        "trained 4000 lists on {} rows in {:.1} s",
+        sample.len() / dim,
+        t.elapsed().as_secs_f64()
+    );
+    let rows = &vectors[vectors.len() - 50_000 * dim..];
+    let t = Instant::now();
+    let exact = nearest(rows, dim, &centroids, threads);
+    println!("exact: {:.2} s per 50k rows", t.elapsed().as_secs_f64());
+    for probes in [6, 10, 16, 24] {
+        let mut assigner = Assigner::new(&centroids, dim, threads);
+        assigner.group_probes = probes;
+        let t = Instant::now();
+        let got = assigner.assign(rows);
+        let same = exact.iter().zip(&got).filter(|(a, b)| a.0 == b.0).count();
+        println!(
+            "groups searched {probes:2}: {:.2} s per 50k rows, nearest list found for {:.4}",
+            t.elapsed().as_secs_f64(),
+            same as f64 / 50_000.0
         );
     }
 }

@@ -141,25 +141,29 @@ fn search_corpus(
         limit = if exact { k } else { k + TIE_SLACK },
     );
     let query = query_vector.to_vec();
-    let rows: Vec<(i64, String, String, f32, i32)> = Spi::connect(|client| {
-        let args: Vec<pgrx::datum::DatumWithOid> = match filter {
-            Some(f) => vec![query.into(), f.into()],
-            None => vec![query.into()],
-        };
-        let t = client.select(&sql, None, &args)?;
-        t.enumerate()
-            .map(|(i, r)| {
-                Ok((
-                    r.get::<i64>(1)?.unwrap_or_default(),
-                    r.get::<String>(2)?.unwrap_or_default(),
-                    r.get::<String>(3)?.unwrap_or_default(),
-                    r.get::<f32>(4)?.unwrap_or_default(),
-                    i as i32 + 1,
-                ))
-            })
-            .collect::<Result<_, pgrx::spi::SpiError>>()
-    })
-    .unwrap_or_else(|e| pgrx::error!("inf_ir: search failed: {e}"));
+    let args: Vec<pgrx::datum::DatumWithOid> = match filter {
+        Some(f) => vec![query.into(), f.into()],
+        None => vec![query.into()],
+    };
+    let types = [
+        pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::FLOAT4ARRAYOID),
+        pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::JSONBOID),
+    ];
+    let rows: Vec<(i64, String, String, f32, i32)> =
+        super::spi_read::select_planned(&sql, &types[..args.len()], &args, |t| {
+            t.enumerate()
+                .map(|(i, r)| {
+                    Ok((
+                        r.get::<i64>(1)?.unwrap_or_default(),
+                        r.get::<String>(2)?.unwrap_or_default(),
+                        r.get::<String>(3)?.unwrap_or_default(),
+                        r.get::<f32>(4)?.unwrap_or_default(),
+                        i as i32 + 1,
+                    ))
+                })
+                .collect::<Result<_, pgrx::spi::SpiError>>()
+        })
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: search failed: {e}"));
     TableIterator::new(rows)
 }
 

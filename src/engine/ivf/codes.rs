@@ -92,7 +92,11 @@ impl QueryCode {
         let (mut even, mut odd) = (vec![0i8; padded], vec![0i8; padded]);
         let mut quantised_sum = 0i32;
         for (i, x) in rotated_query.iter().enumerate() {
-            let q = if scale > 0.0 { (x / scale).round().clamp(-127.0, 127.0) as i8 } else { 0 };
+            let q = if scale > 0.0 {
+                (x / scale).round().clamp(-127.0, 127.0) as i8
+            } else {
+                0
+            };
             quantised_sum += q as i32;
             if i % 2 == 0 {
                 even[i / 2] = q;
@@ -165,11 +169,7 @@ unsafe fn levels_dot_avx2(codes: &[u8], even: &[i8], odd: &[i8]) -> i32 {
     }
     let mut lanes = [0i32; 8];
     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
-    let tail = levels_dot_generic(
-        &codes[steps * LANES..],
-        &even[steps * LANES..],
-        &odd[steps * LANES..],
-    );
+    let tail = levels_dot_generic(&codes[steps * LANES..], &even[steps * LANES..], &odd[steps * LANES..]);
     lanes.iter().sum::<i32>() + tail
 }
 

@@ -24,7 +24,11 @@ pub struct Rotation {
 
 impl Rotation {
     pub fn new(dim: usize, seed: u64) -> Self {
-        let block = if dim == 0 { 0 } else { 1usize << (usize::BITS - 1 - dim.leading_zeros()) };
+        let block = if dim == 0 {
+            0
+        } else {
+            1usize << (usize::BITS - 1 - dim.leading_zeros())
+        };
         let mut rng = SplitMix(seed ^ 0x5EED_0F_B175);
         let signs = (0..ROUNDS * dim)
             .map(|_| if rng.next() >> 63 == 0 { 1.0 } else { -1.0 })
@@ -102,7 +106,11 @@ mod tests {
         basis[5] = 1.0;
         let out = r.rotated(&basis);
         // A basis vector spreads over all coordinates: none keeps most of the mass.
-        assert!(out.iter().all(|x| x.abs() < 0.3), "max {}", out.iter().fold(0f32, |m, x| m.max(x.abs())));
+        assert!(
+            out.iter().all(|x| x.abs() < 0.3),
+            "max {}",
+            out.iter().fold(0f32, |m, x| m.max(x.abs()))
+        );
         assert!(out.iter().filter(|x| **x != 0.0).count() > 300);
         assert_eq!(out, Rotation::new(384, 11).rotated(&basis));
         assert_ne!(out, Rotation::new(384, 12).rotated(&basis));

@@ -58,13 +58,21 @@ pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
 /// Lists by descending centroid score (ties by the smaller list number),
 /// with that score.
 pub fn probe_order(query: &[f32], centroids: &[f32], dim: usize) -> Vec<(u32, f32)> {
-    let mut order: Vec<(u32, f32)> = centroids
+    let mut order = list_scores(query, centroids, dim);
+    order.sort_by(by_score);
+    order
+}
+
+fn list_scores(query: &[f32], centroids: &[f32], dim: usize) -> Vec<(u32, f32)> {
+    centroids
         .chunks_exact(dim)
         .enumerate()
         .map(|(i, c)| (i as u32, dot(c, query)))
-        .collect();
-    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    order
+        .collect()
+}
+
+fn by_score(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 /// An entry not yet re-scored, with the upper bound of its score. "Less" is
@@ -96,7 +104,11 @@ pub struct IvfScan {
     query: Vec<f32>,
     code: QueryCode,
     plan: ScanPlan,
+    /// Lists with their centroid scores; `order[..sorted]` is the best
+    /// `sorted` in probe order (a round sorts only what it scans: with
+    /// thousands of lists a full sort per query is measurable).
     order: Vec<(u32, f32)>,
+    sorted: usize,
     next_list: usize,
     /// Best candidates, worst first (pop gives the best).
     window: Vec<Candidate>,
@@ -132,7 +144,8 @@ impl IvfScan {
             query: query.to_vec(),
             code: QueryCode::new(&rotation.rotated(query)),
             plan,
-            order: probe_order(query, centroids, rotation.dim()),
+            order: list_scores(query, centroids, rotation.dim()),
+            sorted: 0,
             next_list: 0,
             window: Vec::new(),
             spill: Vec::new(),
@@ -149,7 +162,11 @@ impl IvfScan {
         loop {
             let unscored = !self.window.is_empty() || !self.spill.is_empty();
             if let Some(Reverse(best)) = self.ready.peek() {
-                let unscored_upper = self.window.last().map_or(f32::NEG_INFINITY, |c| c.upper).max(self.spill_upper);
+                let unscored_upper = self
+                    .window
+                    .last()
+                    .map_or(f32::NEG_INFINITY, |c| c.upper)
+                    .max(self.spill_upper);
                 if !unscored || best.score > unscored_upper || self.budget == 0 {
                     if self.budget == 0 {
                         self.budget = self.plan.rerank;
@@ -180,6 +197,14 @@ impl IvfScan {
     fn scan_more_lists(&mut self, lists: &mut impl ListReader) -> bool {
         while self.window.is_empty() && self.next_list < self.order.len() {
             let end = (self.next_list + self.plan.probes).min(self.order.len());
+            if end > self.sorted {
+                let rest = &mut self.order[self.sorted..];
+                if end - self.sorted < rest.len() {
+                    rest.select_nth_unstable_by(end - self.sorted - 1, by_score);
+                }
+                rest[..end - self.sorted].sort_by(by_score);
+                self.sorted = end;
+            }
             let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(WINDOW + 1);
             let (mut scored, mut spill_upper) = (0, f32::NEG_INFINITY);
             for &(list, centroid_score) in &self.order[self.next_list..end] {

@@ -3,8 +3,8 @@
 //! in place of pages and heap rows.
 
 use super::codes::{code_len, encode};
-use super::rotation::Rotation;
 use super::kmeans::{nearest, train, SplitMix, Training};
+use super::rotation::Rotation;
 use super::scan::{IvfScan, ListReader, Rescorer, ScanPlan};
 use crate::engine::simd::dot;
 use crate::engine::topk::{BoundedHeap, Hit};
@@ -125,8 +125,11 @@ impl MemoryIndex {
             for (key, (list, _)) in nearest(vectors, dim, &index.centroids, threads).into_iter().enumerate() {
                 let mut code = vec![0u8; code_len(dim)];
                 let centroid = &index.centroids[list as usize * dim..(list as usize + 1) * dim];
-                let mut residual: Vec<f32> =
-                    vectors[key * dim..(key + 1) * dim].iter().zip(centroid).map(|(v, c)| v - c).collect();
+                let mut residual: Vec<f32> = vectors[key * dim..(key + 1) * dim]
+                    .iter()
+                    .zip(centroid)
+                    .map(|(v, c)| v - c)
+                    .collect();
                 index.rotation.apply(&mut residual);
                 encode(&residual, &mut code);
                 let (keys, codes) = &mut index.lists[list as usize];

@@ -154,13 +154,37 @@ impl Pass2 {
             return;
         }
         pgrx::check_for_interrupts!();
-        let nearest = kmeans::assign(&self.batch, self.dim, &self.centroids, self.threads);
-        let mut entry = Vec::new();
-        for (i, (list, _)) in nearest.into_iter().enumerate() {
-            let centroid = &self.centroids[list as usize * self.dim..(list as usize + 1) * self.dim];
-            let unit = &self.batch[i * self.dim..(i + 1) * self.dim];
-            pages::make_entry(&self.tids[i], unit, centroid, &self.rotation, &mut entry);
-            self.lists[list as usize].extend_from_slice(&entry);
+        // Exact, as for inserts (grouped assignment is for k-means only).
+        let nearest = kmeans::nearest(&self.batch, self.dim, &self.centroids, self.threads);
+        // Rotating and encoding is pure arithmetic: all cores, then append.
+        let (dim, entry_len) = (self.dim, pages::entry_len(self.dim));
+        let chunk = nearest.len().div_ceil(self.threads.max(1)).max(1);
+        let encoded: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let (batch, tids, centroids, rotation) = (&self.batch, &self.tids, &self.centroids, &self.rotation);
+            let workers: Vec<_> = nearest
+                .chunks(chunk)
+                .enumerate()
+                .map(|(t, part)| {
+                    scope.spawn(move || {
+                        let (mut out, mut entry) = (Vec::with_capacity(part.len() * entry_len), Vec::new());
+                        for (j, (list, _)) in part.iter().enumerate() {
+                            let i = t * chunk + j;
+                            let centroid = &centroids[*list as usize * dim..(*list as usize + 1) * dim];
+                            pages::make_entry(&tids[i], &batch[i * dim..(i + 1) * dim], centroid, rotation, &mut entry);
+                            out.extend_from_slice(&entry);
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("encoding thread"))
+                .collect()
+        });
+        for (i, (list, _)) in nearest.iter().enumerate() {
+            let bytes = &encoded[i / chunk][(i % chunk) * entry_len..(i % chunk + 1) * entry_len];
+            self.lists[*list as usize].extend_from_slice(bytes);
         }
         self.rows += self.tids.len() as u64;
         self.tids.clear();
@@ -237,8 +261,10 @@ pub unsafe extern "C-unwind" fn ambuild(
         sample: Vec::new(),
         rng: SplitMix(0x5EED),
     };
+    let started = std::time::Instant::now();
     let heap_tuples = scan_table(heap, index, info, &mut pass1);
     let rows = pass1.seen;
+    let sampled = started.elapsed();
     let (centroids, dim) = match pass1.dim {
         None => (Vec::new(), 0),
         Some(dim) => {
@@ -263,6 +289,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         }
     };
     drop(pass1);
+    let trained = started.elapsed();
     let lists = centroids.len().checked_div(dim).unwrap_or(0);
     let mut pass2 = Pass2 {
         dim,
@@ -278,7 +305,16 @@ pub unsafe extern "C-unwind" fn ambuild(
         scan_table(heap, index, info, &mut pass2);
         pass2.flush();
     }
+    let assigned = started.elapsed();
     write_index(index, pg_sys::ForkNumber::MAIN_FORKNUM, &pass2, rows);
+    pgrx::debug1!(
+        "inf_ir: built index \"{}\": {rows} rows, {lists} lists; sample pass {:.1} s, k-means {:.1} s, assignment pass {:.1} s, pages {:.1} s",
+        pages::relation_name(index),
+        sampled.as_secs_f64(),
+        (trained - sampled).as_secs_f64(),
+        (assigned - trained).as_secs_f64(),
+        (started.elapsed() - assigned).as_secs_f64()
+    );
     let mut result = PgBox::<pg_sys::IndexBuildResult>::alloc0();
     result.heap_tuples = heap_tuples;
     result.index_tuples = pass2.rows as f64;

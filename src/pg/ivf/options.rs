@@ -17,7 +17,8 @@ pub fn init() {
         pg_sys::add_int_reloption(
             KIND as pg_sys::bits32,
             c"lists".as_ptr(),
-            c"Inverted lists of the index (0: one per 1,000 rows below 100,000 rows, then four times the square root)".as_ptr(),
+            c"Inverted lists of the index (0: one per 1,000 rows below 100,000 rows, then four times the square root)"
+                .as_ptr(),
             0,
             0,
             1 << 20,
