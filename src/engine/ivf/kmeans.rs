@@ -101,8 +101,8 @@ pub fn assign(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) ->
 
 /// `assign` for many batches of rows against the same centroids: the
 /// grouping is made once.
-pub struct Assigner {
-    centroids: Vec<f32>,
+pub struct Assigner<'a> {
+    centroids: &'a [f32],
     dim: usize,
     threads: usize,
     /// None below `GROUPED_MIN_LISTS` (every row meets every centroid).
@@ -118,8 +118,8 @@ struct Grouping {
     matrices: Vec<Array2<f32>>,
 }
 
-impl Assigner {
-    pub fn new(centroids: &[f32], dim: usize, threads: usize) -> Self {
+impl<'a> Assigner<'a> {
+    pub fn new(centroids: &'a [f32], dim: usize, threads: usize) -> Self {
         let k = centroids.len() / dim;
         let grouping = (k >= GROUPED_MIN_LISTS).then(|| {
             let groups = train(
@@ -154,7 +154,7 @@ impl Assigner {
             }
         });
         Assigner {
-            centroids: centroids.to_vec(),
+            centroids,
             dim,
             threads,
             grouping,
@@ -164,7 +164,7 @@ impl Assigner {
 
     pub fn assign(&self, vectors: &[f32]) -> Vec<(u32, f32)> {
         let Some(grouping) = &self.grouping else {
-            return nearest(vectors, self.dim, &self.centroids, self.threads);
+            return nearest(vectors, self.dim, self.centroids, self.threads);
         };
         let dim = self.dim;
         let (members, matrices) = (&grouping.members, &grouping.matrices);

@@ -55,14 +55,7 @@ pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
     (dot(v, query) as f64 / norm) as f32
 }
 
-/// Lists by descending centroid score (ties by the smaller list number),
-/// with that score.
-pub fn probe_order(query: &[f32], centroids: &[f32], dim: usize) -> Vec<(u32, f32)> {
-    let mut order = list_scores(query, centroids, dim);
-    order.sort_by(by_score);
-    order
-}
-
+/// Each list with its centroid's score.
 fn list_scores(query: &[f32], centroids: &[f32], dim: usize) -> Vec<(u32, f32)> {
     centroids
         .chunks_exact(dim)
@@ -71,6 +64,7 @@ fn list_scores(query: &[f32], centroids: &[f32], dim: usize) -> Vec<(u32, f32)> 
         .collect()
 }
 
+/// Probe order: descending centroid score, ties by the smaller list number.
 fn by_score(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
@@ -279,7 +273,9 @@ mod tests {
     #[test]
     fn probe_order_ranks_centroids() {
         let centroids = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8, 1.0, 0.0];
-        let order: Vec<u32> = probe_order(&[1.0, 0.0], &centroids, 2).iter().map(|l| l.0).collect();
+        let mut order = list_scores(&[1.0, 0.0], &centroids, 2);
+        order.sort_by(by_score);
+        let order: Vec<u32> = order.iter().map(|l| l.0).collect();
         assert_eq!(order, vec![0, 3, 2, 1]);
     }
 
