@@ -11,8 +11,14 @@ TEST_CLUSTER=$INF_IR_HOME/test-cluster
 cd "$PROJECT_ROOT"
 
 step "Rust unit tests (pure modules, real model where installed)"
-INF_IR_HOME=$INF_IR_HOME cargo test --lib --tests -q 2>&1 | grep -E '^(test result|running|error|failures|---- )|panicked' || true
-INF_IR_HOME=$INF_IR_HOME cargo test --lib --tests -q >/dev/null 2>&1 || die "cargo test failed (run it to see why)"
+# One run, its whole output kept: a failure shows here in full, not only its summary.
+CARGO_TEST_LOG=$(mktemp)
+if INF_IR_HOME=$INF_IR_HOME cargo test --lib --tests -q >"$CARGO_TEST_LOG" 2>&1; then
+  grep -E '^(test result|running)' "$CARGO_TEST_LOG" || true
+else
+  grep -vE '^\s+(Compiling|Building|Checking)' "$CARGO_TEST_LOG" | tail -150
+  die "cargo test failed (full output: $CARGO_TEST_LOG)"
+fi
 
 step "Export check: ONNX graph vs float64 numpy forward pass"
 "$VENV/bin/python" scripts/check_onnx_export.py "$MODEL_DIR"

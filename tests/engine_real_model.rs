@@ -159,7 +159,7 @@ fn interrupt_stops_a_long_batch_promptly() {
     assert!(interrupt.seen.load(Ordering::SeqCst));
     let late = interrupt.start.elapsed().saturating_sub(interrupt.after);
     assert!(
-        late < Duration::from_millis(500),
+        late < Duration::from_millis(1000),
         "stopped {late:?} after the interrupt"
     );
 }

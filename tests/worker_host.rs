@@ -33,6 +33,8 @@ fn socket() -> &'static PathBuf {
         let dir = std::env::temp_dir().join(format!("inf_ir_host_test_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("worker.sock");
+        // A socket left by an earlier process that had this pid would make bind fail.
+        let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).unwrap();
         let settings = HostSettings {
             threads: 2,
