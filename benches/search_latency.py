@@ -3,7 +3,7 @@
 384 dimensions: index build time, size and peak backend memory, then p50/p95
 latency and recall@10 for a sweep of inf_ir.probes, against exact numpy on
 the same vectors; and for the largest size, what applications hit: the next
-search after a committed INSERT/UPDATE/DELETE, a 1% metadata filter, memory
+search after a committed INSERT/UPDATE/DELETE, 1% and 10% metadata filters, memory
 of 8 searching sessions, the first search after a restart, and 1 vs 8
 sessions inserting at once. Called by benches/search_latency.sh.
 
@@ -64,9 +64,9 @@ def make_synthetic(base, n, seed):
 
 
 def ensure_corpus(conn, name, mat, fingerprint):
-    have = conn.execute("SELECT count(*) FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) "
-                        "WHERE c.name = %s", (name,)).fetchone()[0]
-    if have == len(mat):
+    have, tagged = conn.execute("SELECT count(*), bool_and(metadata ? 'tenth') FROM inf_ir.passages p "
+                                "JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = %s", (name,)).fetchone()
+    if have == len(mat) and tagged:
         return
     t0 = time.time()
     conn.execute("SELECT inf_drop_corpus(%s)", (name,))
@@ -74,9 +74,10 @@ def ensure_corpus(conn, name, mat, fingerprint):
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging(ext bigint, embedding real[])")
     conn.execute("TRUNCATE staging")
     copy_binary_vectors(conn, "staging", np.arange(len(mat)), mat)
-    # metadata.shard = ext % 100: a filter on one shard keeps 1% of the rows.
+    # metadata.shard = ext % 100 and .tenth = ext % 10: filters that keep 1% and 10% of the rows.
     conn.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, metadata, embedding, embedded_with) "
-                 "SELECT %s, ext::text, 'synthetic passage ' || ext, jsonb_build_object('shard', ext %% 100), "
+                 "SELECT %s, ext::text, 'synthetic passage ' || ext, "
+                 "jsonb_build_object('shard', ext %% 100, 'tenth', ext %% 10), "
                  "embedding, %s FROM staging", (cid, fingerprint))
     conn.execute("TRUNCATE staging")
     conn.execute("VACUUM ANALYZE inf_ir.passages")
@@ -165,17 +166,33 @@ def churn(dsn, name, texts, mat):
     return out
 
 
-def filtered(conn, name, texts, queries, mat, ids, shard=7):
-    keep = np.array([int(i) % 100 == shard for i in ids])
+def filtered(conn, name, texts, queries, mat, ids, key, value, modulo, exact_rows=None):
+    """p50 and exactness of inf_search_vector with filter {key: value} (rows with id % modulo == value),
+    under the default inf_ir.exact_filter_rows or the given one (0: always through the vector index)."""
+    keep = np.array([int(i) % modulo == value for i in ids])
     exact = exact_topk(mat[keep], [i for i, k in zip(ids, keep) if k], queries)
+    if exact_rows is not None:
+        conn.execute(f"SET inf_ir.exact_filter_rows = {exact_rows}")
+    filt = f'{{"{key}": {value}}}'
+    for qt in texts[:10]:
+        search(conn, name, qt, filt=filt)
     lat, equal, counts = [], 0, []
     for qt, want in zip(texts, exact):
         t0 = time.perf_counter()
-        got = search(conn, name, qt, filt=f'{{"shard": {shard}}}')
+        got = search(conn, name, qt, filt=filt)
         lat.append(time.perf_counter() - t0)
         equal += got == want
         counts.append(len(got))
-    return {"p50": percentile(lat, 50), "equal": equal, "n": len(texts), "min_rows": min(counts)}
+    conn.execute("RESET inf_ir.exact_filter_rows")
+    return {"p50": percentile(lat, 50), "equal": equal, "n": len(texts), "min_rows": min(counts),
+            "kept": int(keep.sum())}
+
+
+FILTERS = [  # label, key, value, modulo, inf_ir.exact_filter_rows (None: default)
+    ("1% filter", "shard", 7, 100, None),
+    ("1% filter through the index (exact_filter_rows 0)", "shard", 7, 100, 0),
+    ("10% filter", "tenth", 3, 10, None),
+]
 
 
 def sessions_memory(dsn, name, texts, n=8):
@@ -293,10 +310,13 @@ def main():
                 print(f"        next search after a committed write (median of 10, another session): "
                       f"insert {c['insert']:.2f} ms, update {c['update']:.2f} ms, delete {c['delete']:.2f} ms; "
                       f"normal {c['normal']:.2f} ms", flush=True)
-                f = filtered(conn, name, texts, queries, mat, ids)
-                r["filter"] = f
-                print(f"        1% filter (metadata @> shard): p50 {f['p50']:.2f} ms, top-10 equal to the exact "
-                      f"filtered scan for {f['equal']}/{f['n']} queries, fewest rows {f['min_rows']}", flush=True)
+                r["filters"] = {}
+                for label, key, value, modulo, exact_rows in FILTERS:
+                    f = filtered(conn, name, texts, queries, mat, ids, key, value, modulo, exact_rows)
+                    r["filters"][label] = f
+                    print(f"        {label} ({f['kept']} rows kept): p50 {f['p50']:.2f} ms, top-10 equal to the "
+                          f"exact filtered scan for {f['equal']}/{f['n']} queries, fewest rows {f['min_rows']}",
+                          flush=True)
                 pss = sessions_memory(dsn, name, texts)
                 r["pss_8_sessions_mb"] = pss
                 print(f"        8 sessions that searched: {pss:.0f} MB PSS in all (index {b['index_mb']:.0f} MB)",

@@ -74,7 +74,7 @@ fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i32 {
             "pick another name, or inf_drop_corpus(name) first",
         );
     }
-    Spi::get_one_with_args::<i32>(
+    let id = Spi::get_one_with_args::<i32>(
         "INSERT INTO inf_ir.corpora(name, model) VALUES ($1, $2) RETURNING corpus_id",
         &[name.into(), model.as_str().into()],
     )
@@ -85,10 +85,28 @@ fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i32 {
             "corpus names are unique, 1 to 63 letters, digits, '_', '.' or '-'",
         )
     })
-    .expect("RETURNING gives a row")
+    .expect("RETURNING gives a row");
+    ensure_metadata_index(id);
+    id
 }
 
-/// Drop a corpus, its passages and its vector indexes. Returns whether it existed.
+/// Name of a corpus's metadata index (a partial GIN index, jsonb_path_ops).
+pub fn metadata_index_name(corpus_id: i32) -> String {
+    format!("passages_metadata_{corpus_id}")
+}
+
+/// The index that finds the passages a metadata filter keeps, so that
+/// inf_search can score exactly those (for selective filters).
+fn ensure_metadata_index(corpus_id: i32) {
+    Spi::run(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON inf_ir.passages USING gin (metadata jsonb_path_ops)
+         WHERE corpus_id = {corpus_id}",
+        metadata_index_name(corpus_id)
+    ))
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create the metadata index of corpus {corpus_id}: {e}"));
+}
+
+/// Drop a corpus, its passages, its vector and metadata indexes. Returns whether it existed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_drop_corpus(name: &str) -> bool {
     if let Some(id) =
@@ -99,6 +117,8 @@ fn inf_drop_corpus(name: &str) -> bool {
         for index in corpus_indexes(id) {
             Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
         }
+        Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{}", metadata_index_name(id)))
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
     }
     Spi::get_one_with_args::<bool>(
         "WITH d AS (DELETE FROM inf_ir.corpora WHERE name = $1 RETURNING 1) SELECT count(*) > 0 FROM d",
@@ -274,12 +294,14 @@ pub fn extension_schema() -> String {
 /// Make (or retrain) the vector index of a corpus for its model's current
 /// files: created when missing, rebuilt when `rebuild` or when the corpus
 /// has at least doubled since its lists were trained (and has 2,000 rows).
-/// Indexes for older model files go. Returns the index name.
+/// Indexes for older model files go; the metadata index is made if missing.
+/// Returns the index name.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
     let row = lookup(corpus);
     let model = registry::lookup(Some(&row.model));
     let name = index_name(row.corpus_id, &model.fingerprint);
+    ensure_metadata_index(row.corpus_id);
     for old in corpus_indexes(row.corpus_id) {
         if old != name && !old.ends_with("_rebuild") {
             Spi::run(&format!("DROP INDEX inf_ir.{old}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));

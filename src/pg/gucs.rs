@@ -16,6 +16,7 @@ static WORKER_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(4);
 static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
 static RERANK: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
+static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
 /// Where this session's embeddings are computed.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -133,6 +134,16 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"inf_ir.exact_filter_rows",
+        c"inf_search answers a metadata filter exactly when it keeps at most this many passages.",
+        c"Every passage the filter keeps is scored, so the top k equals an exact filtered scan; a broader filter goes through the vector index. 0: always the index.",
+        &EXACT_FILTER_ROWS,
+        0,
+        100_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"inf_ir".as_ptr());
     }
@@ -201,6 +212,11 @@ pub fn probes() -> usize {
 
 pub fn rerank() -> usize {
     RERANK.get().max(1) as usize
+}
+
+/// Filters that keep at most this many passages are searched exactly.
+pub fn exact_filter_rows() -> usize {
+    EXACT_FILTER_ROWS.get().max(0) as usize
 }
 
 pub fn exact_search() -> bool {

@@ -7,6 +7,7 @@ use super::inference;
 use super::registry::{self, ModelRow};
 use crate::engine::topk::{dot, Hit};
 use crate::engine::{EmbedInput, EngineError};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::collections::HashMap;
@@ -115,56 +116,169 @@ fn search_corpus(
         );
     }
     let indexed = corpus::has_index(corpus.corpus_id, &model.fingerprint);
-    let exact = gucs::exact_search() || !indexed;
     if !indexed && !gucs::exact_search() {
         pgrx::notice!(
             "inf_ir: corpus \"{corpus_name}\" has no vector index for the current model files, so every passage was scanned; SELECT inf_corpus_index('{corpus_name}') makes it"
         );
     }
-    let schema = corpus::extension_schema();
-    let order = if exact {
-        format!("{schema}.inf_cosine_distance(p.embedding, $1), p.passage_id")
-    } else {
-        format!("p.embedding OPERATOR({schema}.<=>) $1")
+    let scope = Scope {
+        schema: corpus::extension_schema(),
+        corpus_id: corpus.corpus_id,
+        fingerprint: corpus::quote_literal(&model.fingerprint),
     };
-    let sql = format!(
-        "SELECT passage_id, external_id, body, score FROM (
-             SELECT p.passage_id, p.external_id, p.body,
-                    (1 - {schema}.inf_cosine_distance(p.embedding, $1))::real AS score
-             FROM inf_ir.passages p
-             WHERE p.corpus_id = {id} AND p.embedded_with = {fingerprint} {filter}
-             ORDER BY {order} LIMIT {limit}) hits
-         ORDER BY score DESC, passage_id LIMIT {k}",
-        id = corpus.corpus_id,
-        fingerprint = corpus::quote_literal(&model.fingerprint),
-        filter = if filter.is_some() { "AND p.metadata @> $2" } else { "" },
-        limit = if exact { k } else { k + TIE_SLACK },
-    );
-    let query = query_vector.to_vec();
-    let args: Vec<pgrx::datum::DatumWithOid> = match filter {
-        Some(f) => vec![query.into(), f.into()],
-        None => vec![query.into()],
+    if gucs::exact_search() || !indexed {
+        return TableIterator::new(run_search(
+            &scope.exact_sql(filter.is_some(), k),
+            query_vector,
+            filter.as_ref(),
+        ));
+    }
+    if let Some(f) = &filter {
+        // A filter that keeps few passages: score all of them (exact). The
+        // cap makes a low estimate cost at most that many rows.
+        let cap = gucs::exact_filter_rows();
+        if cap > 0 && scope.filter_estimate(f) <= (cap as f64) * ESTIMATE_SLACK {
+            if let Some(hits) = exact_filtered(corpus, &model.fingerprint, query_vector, k, cap, f) {
+                return with_texts(hits);
+            }
+            pgrx::debug1!("inf_ir: the filter keeps more than {cap} passages; searching through the index");
+        }
+    }
+    TableIterator::new(run_search(
+        &scope.index_sql(filter.is_some(), k),
+        query_vector,
+        filter.as_ref(),
+    ))
+}
+
+/// The exact top k of the passages that contain `filter` (through the
+/// corpus's metadata index); None when more than `cap` do, or the corpus has
+/// no metadata index (made by inf_create_corpus / inf_corpus_index).
+fn exact_filtered(
+    corpus: &CorpusRow,
+    fingerprint: &str,
+    query: &[f32],
+    k: usize,
+    cap: usize,
+    filter: &pgrx::JsonB,
+) -> Option<Vec<Hit>> {
+    let (table, index) = super::spi_read::two::<pg_sys::Oid, pg_sys::Oid>(
+        "SELECT 'inf_ir.passages'::regclass::oid, to_regclass('inf_ir.' || $1)::oid",
+        &[corpus::metadata_index_name(corpus.corpus_id).into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot find the passages table: {e}"));
+    let unit = super::ivf::vector::unit(query, "the query vector");
+    let search = super::filtered_search::FilteredSearch {
+        corpus_id: corpus.corpus_id,
+        fingerprint,
+        metadata_index: index?,
+        query: &unit,
+        k,
+        cap,
     };
+    let filter_datum = pgrx::JsonB(filter.0.clone()).into_datum().expect("a jsonb value");
+    search.run(table?, filter_datum)
+}
+
+/// A filter estimated at up to this many times `inf_ir.exact_filter_rows`
+/// is tried exactly (estimates of jsonb containment are rough; the cap
+/// bounds what trying costs).
+const ESTIMATE_SLACK: f64 = 4.0;
+
+/// The SQL of one corpus's search. The corpus id and fingerprint are
+/// literals, so that the planner matches the corpus's partial indexes; the
+/// query vector is $1 and the filter, if any, $2.
+struct Scope {
+    schema: String,
+    corpus_id: i32,
+    fingerprint: String,
+}
+
+impl Scope {
+    fn rows(&self) -> String {
+        format!(
+            "inf_ir.passages p WHERE p.corpus_id = {} AND p.embedded_with = {}",
+            self.corpus_id, self.fingerprint
+        )
+    }
+
+    fn distance(&self) -> String {
+        format!("{}.inf_cosine_distance(p.embedding, $1)", self.schema)
+    }
+
+    /// Ranked rows: (passage_id, external_id, body, score).
+    fn ranked(&self, inner: &str, k: usize) -> String {
+        format!(
+            "SELECT h.passage_id, p.external_id, p.body, (1 - h.d)::real AS score
+             FROM ({inner}) h JOIN inf_ir.passages p ON p.passage_id = h.passage_id
+             ORDER BY score DESC, h.passage_id LIMIT {k}"
+        )
+    }
+
+    /// Every passage (that passes the filter) scored.
+    fn exact_sql(&self, filtered: bool, k: usize) -> String {
+        let inner = format!(
+            "SELECT p.passage_id, {d} AS d FROM {rows} {filter} ORDER BY d, p.passage_id LIMIT {k}",
+            d = self.distance(),
+            rows = self.rows(),
+            filter = if filtered { "AND p.metadata @> $2" } else { "" },
+        );
+        self.ranked(&inner, k)
+    }
+
+    /// Through the corpus's inf_ivf index. The filter is written so that no
+    /// other index can answer it: this statement must read the vector index,
+    /// whose iterative scan goes on until enough rows pass the filter.
+    fn index_sql(&self, filtered: bool, k: usize) -> String {
+        let inner = format!(
+            "SELECT p.passage_id, {d} AS d FROM {rows} {filter}
+             ORDER BY p.embedding OPERATOR({schema}.<=>) $1 LIMIT {limit}",
+            d = self.distance(),
+            rows = self.rows(),
+            filter = if filtered { "AND (p.metadata @> $2) IS TRUE" } else { "" },
+            schema = self.schema,
+            limit = k + TIE_SLACK,
+        );
+        self.ranked(&inner, k)
+    }
+
+    /// The planner's estimate of the passages `filter` keeps in this corpus.
+    fn filter_estimate(&self, filter: &pgrx::JsonB) -> f64 {
+        let text = serde_json::to_string(&filter.0).expect("JSON value serialises");
+        super::row_estimate::estimated_rows(&format!(
+            "SELECT 1 FROM {} AND p.metadata @> {}::jsonb",
+            self.rows(),
+            corpus::quote_literal(&text)
+        ))
+    }
+}
+
+type Row = (i64, String, String, f32, i32);
+
+/// Run a search statement (planned once per session): its rows ranked 1...
+fn run_search(sql: &str, query: &[f32], filter: Option<&pgrx::JsonB>) -> Vec<Row> {
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![query.to_vec().into()];
+    if let Some(f) = filter {
+        args.push(pgrx::JsonB(f.0.clone()).into());
+    }
     let types = [
         pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::FLOAT4ARRAYOID),
         pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::JSONBOID),
     ];
-    let rows: Vec<(i64, String, String, f32, i32)> =
-        super::spi_read::select_planned(&sql, &types[..args.len()], &args, |t| {
-            t.enumerate()
-                .map(|(i, r)| {
-                    Ok((
-                        r.get::<i64>(1)?.unwrap_or_default(),
-                        r.get::<String>(2)?.unwrap_or_default(),
-                        r.get::<String>(3)?.unwrap_or_default(),
-                        r.get::<f32>(4)?.unwrap_or_default(),
-                        i as i32 + 1,
-                    ))
-                })
-                .collect::<Result<_, pgrx::spi::SpiError>>()
-        })
-        .unwrap_or_else(|e| pgrx::error!("inf_ir: search failed: {e}"));
-    TableIterator::new(rows)
+    super::spi_read::select_planned(sql, &types[..args.len()], &args, |t| {
+        t.enumerate()
+            .map(|(i, r)| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                    r.get::<f32>(4)?.unwrap_or_default(),
+                    i as i32 + 1,
+                ))
+            })
+            .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: search failed: {e}"))
 }
 
 /// Whether the corpus has passages with a current embedding, and how many

@@ -43,13 +43,14 @@ pub struct ScanPlan {
 }
 
 /// Cosine similarity of a stored vector with a unit `query` (float32
-/// products, f64 norm); a vector of another length or all zeros scores lowest.
+/// products in SIMD lanes, the division in f64); a vector of another length,
+/// all zeros or with a non-finite value scores lowest.
 pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
     if v.len() != query.len() {
         return f32::NEG_INFINITY;
     }
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-    if norm == 0.0 {
+    let norm = (dot(v, v) as f64).sqrt();
+    if norm == 0.0 || !norm.is_finite() {
         return f32::NEG_INFINITY;
     }
     (dot(v, query) as f64 / norm) as f32
@@ -268,6 +269,8 @@ mod tests {
         assert!((cosine_with_unit(&[2.0, 0.0], &[0.0, 1.0])).abs() < 1e-6);
         assert_eq!(cosine_with_unit(&[0.0, 0.0], &[1.0, 0.0]), f32::NEG_INFINITY);
         assert_eq!(cosine_with_unit(&[1.0], &[1.0, 0.0]), f32::NEG_INFINITY);
+        assert_eq!(cosine_with_unit(&[f32::NAN, 1.0], &[1.0, 0.0]), f32::NEG_INFINITY);
+        assert_eq!(cosine_with_unit(&[f32::INFINITY, 1.0], &[1.0, 0.0]), f32::NEG_INFINITY);
     }
 
     #[test]

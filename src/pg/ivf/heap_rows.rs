@@ -1,5 +1,6 @@
-//! An indexed row's vector, read from the table by TID in a snapshot: the
-//! scan's exact re-score and inf_index_check both need it.
+//! A row read from the table by TID in a snapshot (following HOT chains):
+//! the index scan's exact re-score, inf_index_check and inf_search's exact
+//! filtered search need it.
 
 use super::vector;
 use pgrx::pg_sys;
@@ -31,6 +32,27 @@ impl HeapRows {
         snapshot: pg_sys::Snapshot,
         f: impl FnOnce(&pg_sys::ItemPointerData, &[f32]) -> T,
     ) -> Option<T> {
+        let attnum = self.attnum;
+        self.with_visible(tid, snapshot, attnum, |slot| {
+            let i = (attnum - 1) as usize;
+            (!*(*slot).tts_isnull.add(i)).then(|| {
+                let visible = (*slot).tts_tid;
+                vector::with_floats(*(*slot).tts_values.add(i), "a stored vector", |v| f(&visible, v))
+            })
+        })
+        .flatten()
+    }
+
+    /// `f(slot)` for the row version `tid` leads to in `snapshot`, with its
+    /// first `natts` columns deformed (`tts_values` / `tts_isnull`); None
+    /// when no version is visible. The slot is cleared afterwards.
+    pub unsafe fn with_visible<T>(
+        &mut self,
+        tid: pg_sys::ItemPointerData,
+        snapshot: pg_sys::Snapshot,
+        natts: i32,
+        f: impl FnOnce(*mut pg_sys::TupleTableSlot) -> T,
+    ) -> Option<T> {
         let mut tid = tid;
         let (mut call_again, mut all_dead) = (false, false);
         let fetch_tuple = (*(*self.heap).rd_tableam)
@@ -46,14 +68,10 @@ impl HeapRows {
         ) {
             return None;
         }
-        pg_sys::slot_getsomeattrs_int(self.slot, self.attnum);
-        let i = (self.attnum - 1) as usize;
-        let result = (!*(*self.slot).tts_isnull.add(i)).then(|| {
-            let visible = (*self.slot).tts_tid;
-            vector::with_floats(*(*self.slot).tts_values.add(i), "a stored vector", |v| f(&visible, v))
-        });
+        pg_sys::slot_getsomeattrs_int(self.slot, natts);
+        let result = f(self.slot);
         pg_sys::ExecClearTuple(self.slot);
-        result
+        Some(result)
     }
 
     /// Release the fetch state (not on ERROR: the transaction's abort does).

@@ -8,7 +8,7 @@ mod build;
 mod check;
 mod cost;
 mod distance;
-mod heap_rows;
+pub(crate) mod heap_rows;
 mod info;
 mod insert;
 mod options;
@@ -16,7 +16,7 @@ mod pages;
 mod scan;
 mod shape;
 mod vacuum;
-mod vector;
+pub(crate) mod vector;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;

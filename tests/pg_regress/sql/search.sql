@@ -55,6 +55,48 @@ UPDATE inf_ir.passages SET metadata = '{"kind": "fact"}' WHERE external_id IN ('
 SELECT rank, external_id FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{"kind": "fact"}');
 SELECT count(*) AS no_match FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{"kind": "none"}');
 
+-- A filter that keeps few passages is answered exactly (every passage it
+-- keeps is scored, found through the corpus's metadata index), whatever
+-- inf_ir.probes says; inf_ir.exact_filter_rows = 0 sends it through the
+-- vector index, whose scan goes on to further lists until k rows pass.
+SELECT inf_create_corpus('filtered') > 0 AS created;
+SELECT count(*) AS metadata_index FROM pg_indexes
+WHERE indexname = 'passages_metadata_' || (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'filtered');
+SELECT setseed(0.42) IS NULL AS seeded;  -- random vectors: their neighbours spread over lists
+INSERT INTO inf_ir.passages(corpus_id, external_id, body, metadata, embedding, embedded_with)
+SELECT c.corpus_id, i::text, 'row ' || i, jsonb_build_object('shard', i % 50),
+       ARRAY(SELECT (random() - 0.5 + 0 * i)::real FROM generate_series(1, 384) j), m.fingerprint
+FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model, generate_series(1, 20000) i
+WHERE c.name = 'filtered';
+SELECT inf_corpus_index('filtered') LIKE 'passages_ivf_%' AS indexed;
+ANALYZE inf_ir.passages;
+CREATE TEMP TABLE fq AS SELECT ARRAY(SELECT cos(j * 0.37)::real FROM generate_series(1, 384) j) AS v;
+CREATE FUNCTION filtered_top(shard int) RETURNS text[] LANGUAGE sql AS $$
+  SELECT array_agg(external_id ORDER BY rank)
+  FROM inf_search_vector((SELECT v FROM fq), 10, 'filtered', filter => jsonb_build_object('shard', shard)) $$;
+CREATE FUNCTION exact_filtered_top(shard int) RETURNS text[] LANGUAGE sql AS $$
+  SELECT array_agg(external_id) FROM (
+    SELECT external_id FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id)
+    WHERE c.name = 'filtered' AND p.metadata @> jsonb_build_object('shard', shard)
+    ORDER BY (1 - inf_cosine_distance(p.embedding, (SELECT v FROM fq)))::real DESC, p.passage_id LIMIT 10) s $$;
+SET inf_ir.probes = 1;
+SELECT bool_and(filtered_top(s) = exact_filtered_top(s)) AS exact_for_every_shard FROM generate_series(0, 49) s;
+SET inf_ir.exact_filter_rows = 0;
+SELECT bool_and(cardinality(filtered_top(s)) = 10) AS index_path_fills_k,
+       count(*) FILTER (WHERE filtered_top(s) = exact_filtered_top(s)) < 50 AS index_path_is_approximate
+FROM generate_series(0, 49) s;
+-- The shards where the index's answer is not the exact one tell the paths apart.
+CREATE TEMP TABLE through_index AS
+SELECT s, filtered_top(s) AS top FROM generate_series(0, 49) s WHERE filtered_top(s) <> exact_filtered_top(s);
+-- A cap below what the filter keeps (400 passages a shard) falls back to the index.
+SET inf_ir.exact_filter_rows = 250;
+SELECT count(*) > 0 AND bool_and(filtered_top(s) = top) AS capped_falls_back_to_index FROM through_index;
+RESET inf_ir.exact_filter_rows;
+RESET inf_ir.probes;
+SELECT inf_drop_corpus('filtered') AS dropped;
+SELECT count(*) AS metadata_indexes_left FROM pg_indexes WHERE indexname LIKE 'passages_metadata_%'
+  AND indexname <> 'passages_metadata_' || (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'pets');
+
 -- Vector form, and k larger than the corpus.
 SELECT count(*) FROM inf_search_vector(inf_embed_query(NULL, 'fish'), 100, 'pets');
 SELECT external_id FROM inf_search_vector(inf_embed_query(NULL, 'fish'), 1, 'pets');
