@@ -21,7 +21,7 @@ import time
 import numpy as np
 import psycopg
 
-SIZES = {"100k": 100_000, "1m": 1_000_000}
+SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
 
 
 def percentile(xs, p):
@@ -49,39 +49,50 @@ def copy_binary_vectors(conn, table, ext_ids, mat):
         cp.write(struct.pack(">h", -1))
 
 
-def make_synthetic(base, n, seed):
+def synthetic_chunks(base, n, seed, step=100_000):
+    """(first row, rows) of the hard synthetic set, 100k rows at a time: any
+    size is the same stream, so the 1M set is the first 1M rows of the 10M one."""
     rng = np.random.default_rng(seed)
     cov = np.cov(base.T)
     chol = np.linalg.cholesky(cov + 1e-6 * np.eye(cov.shape[0]))
-    out = np.empty((n, base.shape[1]), dtype=np.float32)
-    for i in range(0, n, 100_000):
-        m = min(100_000, n - i)
+    for i in range(0, n, step):
+        m = min(step, n - i)
         pick = base[rng.integers(0, len(base), m)]
         noise = rng.standard_normal((m, base.shape[1])) @ chol.T
         x = pick + noise
-        out[i:i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        yield i, (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_synthetic(base, n, seed):
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    for i, chunk in synthetic_chunks(base, n, seed):
+        out[i:i + len(chunk)] = chunk
     return out
 
 
-def ensure_corpus(conn, name, mat, fingerprint):
+def ensure_corpus(conn, name, n, chunks, fingerprint):
+    """Load `n` rows from `chunks` (an iterable of (first row, rows)) unless the corpus has them."""
     have, tagged = conn.execute("SELECT count(*), bool_and(metadata ? 'tenth') FROM inf_ir.passages p "
                                 "JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = %s", (name,)).fetchone()
-    if have == len(mat) and tagged:
+    if have == n and tagged:
         return
     t0 = time.time()
     conn.execute("SELECT inf_drop_corpus(%s)", (name,))
     cid = conn.execute("SELECT inf_create_corpus(%s)", (name,)).fetchone()[0]
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging(ext bigint, embedding real[])")
-    conn.execute("TRUNCATE staging")
-    copy_binary_vectors(conn, "staging", np.arange(len(mat)), mat)
-    # metadata.shard = ext % 100 and .tenth = ext % 10: filters that keep 1% and 10% of the rows.
-    conn.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, metadata, embedding, embedded_with) "
-                 "SELECT %s, ext::text, 'synthetic passage ' || ext, "
-                 "jsonb_build_object('shard', ext %% 100, 'tenth', ext %% 10), "
-                 "embedding, %s FROM staging", (cid, fingerprint))
+    for first, rows in chunks:
+        conn.execute("TRUNCATE staging")
+        copy_binary_vectors(conn, "staging", np.arange(first, first + len(rows)), rows)
+        # metadata.shard = ext % 100 and .tenth = ext % 10: filters that keep 1% and 10% of the rows.
+        conn.execute("INSERT INTO inf_ir.passages(corpus_id, external_id, body, metadata, embedding, embedded_with) "
+                     "SELECT %s, ext::text, 'synthetic passage ' || ext, "
+                     "jsonb_build_object('shard', ext %% 100, 'tenth', ext %% 10), "
+                     "embedding, %s FROM staging", (cid, fingerprint))
+        if first and first % 1_000_000 == 0:
+            print(f"  loading {name}: {first} rows, {time.time() - t0:.0f} s", flush=True)
     conn.execute("TRUNCATE staging")
     conn.execute("VACUUM ANALYZE inf_ir.passages")
-    print(f"  loaded {name}: {len(mat)} rows in {time.time() - t0:.0f} s", flush=True)
+    print(f"  loaded {name}: {n} rows in {time.time() - t0:.0f} s", flush=True)
 
 
 def peak_rss_mb(conn):
@@ -244,13 +255,28 @@ def concurrent_inserts(dsn, name, mat, sessions, seconds=15):
 
 
 def exact_topk(mat, ids, queries, k=10):
+    return exact_topk_streamed([(0, mat)], queries, k, ids)
+
+
+def exact_topk_streamed(chunks, queries, k=10, ids=None):
+    """Exact top-k external ids per query (score, then smaller id) over
+    (first row, rows) chunks; ids default to the row numbers."""
+    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), 0), dtype=np.int64)
+    for first, rows in chunks:
+        s = queries @ rows.T
+        kk = min(k, s.shape[1])
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
+        best_i = np.concatenate([best_i, top + first], axis=1)
     out = []
-    for q in queries:
-        s = mat @ q
-        top = np.argpartition(-s, k)[:k]
-        top = top[np.lexsort((top, -s[top]))]
-        out.append([str(ids[i]) for i in top])
+    for qs, qi in zip(best_s, best_i):
+        order = np.lexsort((qi, -qs))[:k]
+        out.append([str(ids[i] if ids is not None else i) for i in qi[order]])
     return out
+
+
+STREAMED = 2_000_000  # above this many rows the set is never held in memory whole
 
 
 def main():
@@ -286,17 +312,26 @@ def main():
         texts = [vector_text(q) for q in queries]
         sizes = args.sizes.split(",")
         for size in sizes:
+            streamed = False
             if size == "5k":
                 name, mat, ids = "scifact", base, base_ids
+            elif SIZES[size] > STREAMED:
+                n, streamed, mat = SIZES[size], True, None
+                name, ids = f"synthetic_{size}", None
+                ensure_corpus(conn, name, n, synthetic_chunks(base, n, seed=42), fp)
             else:
                 n = SIZES[size]
                 mat = make_synthetic(base, n, seed=42)
                 name, ids = f"synthetic_{size}", list(range(n))
-                ensure_corpus(conn, name, mat, fp)
+                ensure_corpus(conn, name, n, [(0, mat)], fp)
             b = build_index(dsn, name)
-            print(f"{size:>5} ({len(mat)} x {mat.shape[1]}): index build {b['build_s']:.1f} s, {b['lists']} lists, "
+            rows = n if streamed else len(mat)
+            print(f"{size:>5} ({rows} x {base.shape[1]}): index build {b['build_s']:.1f} s, {b['lists']} lists, "
                   f"{b['index_mb']:.0f} MB, peak backend RSS {b['peak_rss_mb']:.0f} MB", flush=True)
-            exact = exact_topk(mat, ids, queries)
+            if streamed:
+                exact = exact_topk_streamed(synthetic_chunks(base, n, seed=42), queries)
+            else:
+                exact = exact_topk(mat, ids, queries)
             r = {"build": b, "sweep": []}
             for probes in [int(p) for p in args.probes.split(",")]:
                 s = sweep(conn, name, texts, exact, probes)
@@ -304,7 +339,7 @@ def main():
                 print(f"        probes {probes:4d}: p50 {s['p50']:.2f} ms, p95 {s['p95']:.2f} ms, "
                       f"recall@10 {s['recall']:.4f}", flush=True)
             conn.execute("RESET inf_ir.probes")
-            if size == sizes[-1] and size != "5k":
+            if size == sizes[-1] and size != "5k" and not streamed:
                 c = churn(dsn, name, texts, mat)
                 r["churn"] = c
                 print(f"        next search after a committed write (median of 10, another session): "

@@ -2,7 +2,8 @@
 # inf_search over the inf_ivf index at 5k (SciFact), 100k and 1M passages:
 # build, recall@10 and latency per inf_ir.probes, writes, filters, memory,
 # restart, concurrent inserts (see benches/search_latency.py).
-# Usage: [PROBES=1,2,4,...] benches/search_latency.sh [5k,100k,1m] [results.json]
+# Usage: [PROBES=1,2,4,...] benches/search_latency.sh [5k,100k,1m,10m] [results.json]
+# (10m: 15 GB of vectors streamed in, about 17 GB of table; build and sweep only)
 # Needs scripts/setup.sh to have run, and ../shared/data/scifact (or SCIFACT_DIR).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/common.sh"

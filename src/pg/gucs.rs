@@ -16,7 +16,7 @@ static WORKER_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(4);
 static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
 static RERANK: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
-static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
+static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
 /// Where this session's embeddings are computed.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]

@@ -181,9 +181,9 @@ fn exact_filtered(
 }
 
 /// A filter estimated at up to this many times `inf_ir.exact_filter_rows`
-/// is tried exactly (estimates of jsonb containment are rough; the cap
-/// bounds what trying costs).
-const ESTIMATE_SLACK: f64 = 4.0;
+/// is tried exactly: the metadata index's count of candidates then decides,
+/// and building that bitmap is cheap next to reading the rows.
+const ESTIMATE_SLACK: f64 = 2.0;
 
 /// The SQL of one corpus's search. The corpus id and fingerprint are
 /// literals, so that the planner matches the corpus's partial indexes; the
