@@ -26,22 +26,14 @@ pub struct CorpusRow {
 }
 
 pub fn lookup(name: &str) -> CorpusRow {
-    let row = Spi::connect(|client| {
-        let t = client.select(
-            "SELECT corpus_id, model FROM inf_ir.corpora WHERE name = $1",
-            Some(1),
-            &[name.into()],
-        )?;
-        if t.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        let t = t.first();
-        Ok(Some(CorpusRow {
-            corpus_id: t.get::<i32>(1)?.unwrap_or_default(),
-            model: t.get::<String>(2)?.unwrap_or_default(),
-        }))
-    })
+    let (corpus_id, model) = super::spi_read::two_planned::<i32, String>(
+        "SELECT corpus_id, model FROM inf_ir.corpora WHERE name = $1",
+        &[name.into()],
+    )
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read inf_ir.corpora: {e}"));
+    let row = corpus_id
+        .zip(model)
+        .map(|(corpus_id, model)| CorpusRow { corpus_id, model });
     row.unwrap_or_else(|| {
         let names =
             super::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora", &[])
@@ -244,7 +236,7 @@ fn corpus_indexes(corpus_id: i32) -> Vec<String> {
 
 /// Whether the vector index for these model files exists.
 pub fn has_index(corpus_id: i32, fingerprint: &str) -> bool {
-    super::spi_read::one::<bool>(
+    super::spi_read::one_planned::<bool>(
         "SELECT to_regclass('inf_ir.' || $1) IS NOT NULL",
         &[index_name(corpus_id, fingerprint).into()],
     )

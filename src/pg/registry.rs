@@ -212,14 +212,10 @@ pub fn lookup(name: Option<&str>) -> ModelRow {
         Some(n) => n,
         None => only_model(),
     };
-    let row = Spi::connect(|client| {
-        let table = client.select(
-            "SELECT onnx_file, tokenizer_file, query_template, passage_template, pooling, dimension,
-                    max_tokens, pad_token_id, folder, fingerprint
-             FROM inf_ir.models WHERE name = $1",
-            Some(1),
-            &[name.as_str().into()],
-        )?;
+    let query = "SELECT onnx_file, tokenizer_file, query_template, passage_template, pooling, dimension,
+                        max_tokens, pad_token_id, folder, fingerprint
+                 FROM inf_ir.models WHERE name = $1";
+    let row = super::spi_read::select_planned(query, &[name.as_str().into()], |table| {
         if table.is_empty() {
             return Ok(None);
         }

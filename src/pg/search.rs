@@ -162,7 +162,7 @@ fn exact_filtered(
     cap: usize,
     filter: &pgrx::JsonB,
 ) -> Option<Vec<Hit>> {
-    let (table, index) = super::spi_read::two::<pg_sys::Oid, pg_sys::Oid>(
+    let (table, index) = super::spi_read::two_planned::<pg_sys::Oid, pg_sys::Oid>(
         "SELECT 'inf_ir.passages'::regclass::oid, to_regclass('inf_ir.' || $1)::oid",
         &[corpus::metadata_index_name(corpus.corpus_id).into()],
     )
@@ -261,11 +261,7 @@ fn run_search(sql: &str, query: &[f32], filter: Option<&pgrx::JsonB>) -> Vec<Row
     if let Some(f) = filter {
         args.push(pgrx::JsonB(f.0.clone()).into());
     }
-    let types = [
-        pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::FLOAT4ARRAYOID),
-        pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::JSONBOID),
-    ];
-    super::spi_read::select_planned(sql, &types[..args.len()], &args, |t| {
+    super::spi_read::select_planned(sql, &args, |t| {
         t.enumerate()
             .map(|(i, r)| {
                 Ok((
@@ -284,7 +280,7 @@ fn run_search(sql: &str, query: &[f32], filter: Option<&pgrx::JsonB>) -> Vec<Row
 /// Whether the corpus has passages with a current embedding, and how many
 /// have none (cheap: both come from the (corpus_id, embedded_with) index).
 fn counts(corpus: &CorpusRow, fingerprint: &str) -> (bool, i64) {
-    let (current, pending) = super::spi_read::two::<bool, i64>(
+    let (current, pending) = super::spi_read::two_planned::<bool, i64>(
         "SELECT EXISTS (SELECT 1 FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2),
                 (SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1
                    AND (embedded_with IS NULL OR embedded_with < $2 OR embedded_with > $2))",
