@@ -29,7 +29,7 @@ impl Rotation {
         } else {
             1usize << (usize::BITS - 1 - dim.leading_zeros())
         };
-        let mut rng = SplitMix(seed ^ 0x5EED_0F_B175);
+        let mut rng = SplitMix(seed ^ 0x005E_ED0F_B175);
         let signs = (0..ROUNDS * dim)
             .map(|_| if rng.next() >> 63 == 0 { 1.0 } else { -1.0 })
             .collect();

@@ -19,8 +19,8 @@ const MIN_SAMPLE_PER_LIST: usize = 16;
 /// Row-centroid products per k-means iteration (about 1.5 s each on two
 /// cores at 384 dimensions): bounds the sample when there are many lists.
 const KMEANS_WORK: usize = 400_000_000;
-/// Reservoir size when the list count is automatic (the sample for 4,000
-/// lists; the build does not know the row count before it has scanned).
+/// Smallest reservoir when the list count is automatic (the sample for
+/// 4,000 lists; the exact row count is known only after the scan).
 const AUTO_SAMPLE: usize = 100_000;
 /// Rows assigned per GEMM batch in the second pass.
 const ASSIGN_BATCH: usize = 32_768;
@@ -256,7 +256,10 @@ pub unsafe extern "C-unwind" fn ambuild(
         cap: if wanted_lists > 0 {
             training_rows(wanted_lists).max(10_000)
         } else {
-            AUTO_SAMPLE
+            // The table's row estimate (all rows, an upper bound for a partial
+            // index) sizes the sample for the lists it will likely get.
+            let estimate = (*(*heap).rd_rel).reltuples.max(0.0) as u64;
+            training_rows(auto_lists(estimate)).max(AUTO_SAMPLE)
         },
         sample: Vec::new(),
         rng: SplitMix(0x5EED),
