@@ -2,8 +2,9 @@
 """Recall@10 against p50 latency for each inf_ir.probes setting, one line per
 corpus size, from the JSON that benches/search_latency.sh writes; several
 runs go on one plot with a label each.
-Usage: plot_search.py results.json out.png             (needs matplotlib)
-       plot_search.py out.png LABEL=results.json ...   (1M lines of several runs)
+Usage: plot_search.py results.json out.png                  (needs matplotlib)
+       plot_search.py out.png LABEL=results.json[:SIZE] ...  (SIZE, default 1m, of several runs)
+Results of the runs in BENCHMARKS.md are kept in benches/results/.
 """
 import json
 import sys
@@ -23,7 +24,8 @@ def main():
         out, results = sys.argv[1], {}
         for arg in sys.argv[2:]:
             label, path = arg.split("=", 1)
-            results[label] = json.load(open(path))["1m"]
+            path, _, size = path.partition(":")
+            results[label] = json.load(open(path))[size or "1m"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for size, r in results.items():
         sweep = r["sweep"]
