@@ -280,11 +280,17 @@ fn run_search(sql: &str, query: &[f32], filter: Option<&pgrx::JsonB>) -> Vec<Row
 /// Whether the corpus has passages with a current embedding, and how many
 /// have none (cheap: both come from the (corpus_id, embedded_with) index).
 fn counts(corpus: &CorpusRow, fingerprint: &str) -> (bool, i64) {
+    // Literals, not parameters: with parameters the plan cache found custom
+    // plans cheaper and planned this statement (two sublinks) on every call.
     let (current, pending) = super::spi_read::two_planned::<bool, i64>(
-        "SELECT EXISTS (SELECT 1 FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2),
-                (SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1
-                   AND (embedded_with IS NULL OR embedded_with < $2 OR embedded_with > $2))",
-        &[corpus.corpus_id.into(), fingerprint.into()],
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM inf_ir.passages WHERE corpus_id = {id} AND embedded_with = {fp}),
+                    (SELECT count(*) FROM inf_ir.passages WHERE corpus_id = {id}
+                       AND (embedded_with IS NULL OR embedded_with < {fp} OR embedded_with > {fp}))",
+            id = corpus.corpus_id,
+            fp = corpus::quote_literal(fingerprint)
+        ),
+        &[],
     )
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot count passages: {e}"));
     (current.unwrap_or(false), pending.unwrap_or(0))
