@@ -135,7 +135,8 @@ fn search_corpus(
     }
     if let Some(f) = &filter {
         // A filter that keeps few passages: score all of them (exact). The
-        // cap makes a low estimate cost at most that many rows.
+        // metadata index's candidate count decides before any row is read,
+        // so a wrong estimate costs a bitmap, not a scan.
         let cap = gucs::exact_filter_rows();
         if cap > 0 && scope.filter_estimate(f) <= (cap as f64) * ESTIMATE_SLACK {
             if let Some(hits) = exact_filtered(corpus, &model.fingerprint, query_vector, k, cap, f) {
