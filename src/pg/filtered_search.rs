@@ -126,12 +126,18 @@ impl FilteredSearch<'_> {
             }
             // A lossy page (a bitmap over work_mem) names no offsets: try
             // them all; a fetch past the page's last item finds nothing.
-            let offsets: Vec<u16> = if (*page).ntuples < 0 {
-                (1..=MAX_HEAP_TUPLES_PER_PAGE).collect()
+            let lossy = (*page).ntuples < 0;
+            let count = if lossy {
+                MAX_HEAP_TUPLES_PER_PAGE as usize
             } else {
-                std::slice::from_raw_parts((*page).offsets.as_ptr(), (*page).ntuples as usize).to_vec()
+                (*page).ntuples as usize
             };
-            for offset in offsets {
+            for i in 0..count {
+                let offset = if lossy {
+                    i as u16 + 1
+                } else {
+                    *(*page).offsets.as_ptr().add(i)
+                };
                 let mut tid = pg_sys::ItemPointerData::default();
                 pgrx::itemptr::item_pointer_set_all(&mut tid, (*page).blockno, offset);
                 let scored = rows.with_visible(tid, snapshot, columns.last(), |slot| {
