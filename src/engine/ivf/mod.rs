@@ -4,6 +4,7 @@
 //! scan that re-scores exactly only what the bounds cannot rule out.
 //! `crate::pg::ivf` stores the same structures in index pages.
 
+pub mod centroids;
 pub mod codes;
 pub mod kmeans;
 pub mod rotation;

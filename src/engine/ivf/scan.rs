@@ -15,6 +15,7 @@
 //! Pages and heap rows are PostgreSQL's business: they come in through
 //! `ListReader` and `Rescorer`.
 
+use super::centroids::Centroids;
 use super::codes::QueryCode;
 use super::rotation::Rotation;
 use crate::engine::simd::dot;
@@ -26,6 +27,8 @@ use std::collections::BinaryHeap;
 /// its `codes::encode` bytes.
 pub trait ListReader {
     fn scan_list(&mut self, list: u32, visit: &mut dyn FnMut(i64, &[u8]));
+    /// The float32 centroid of a list.
+    fn centroid(&self, list: u32) -> &[f32];
 }
 
 /// Exact score (cosine similarity with `query`) of a row, or None when the
@@ -54,15 +57,6 @@ pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
         return f32::NEG_INFINITY;
     }
     (dot(v, query) as f64 / norm) as f32
-}
-
-/// Each list with its centroid's score.
-fn list_scores(query: &[f32], centroids: &[f32], dim: usize) -> Vec<(u32, f32)> {
-    centroids
-        .chunks_exact(dim)
-        .enumerate()
-        .map(|(i, c)| (i as u32, dot(c, query)))
-        .collect()
 }
 
 /// Probe order: descending centroid score, ties by the smaller list number.
@@ -99,7 +93,7 @@ pub struct IvfScan {
     query: Vec<f32>,
     code: QueryCode,
     plan: ScanPlan,
-    /// Lists with their centroid scores; `order[..sorted]` is the best
+    /// Lists with their coarse centroid scores; `order[..sorted]` is the best
     /// `sorted` in probe order (a round sorts only what it scans: with
     /// thousands of lists a full sort per query is measurable).
     order: Vec<(u32, f32)>,
@@ -130,7 +124,7 @@ pub struct ScanStats {
 impl IvfScan {
     /// `query` must be a unit vector of the index's dimension; `rotation` the
     /// one the codes were made with.
-    pub fn new(query: &[f32], centroids: &[f32], rotation: &Rotation, plan: ScanPlan) -> Self {
+    pub fn new(query: &[f32], centroids: &Centroids, rotation: &Rotation, plan: ScanPlan) -> Self {
         let plan = ScanPlan {
             probes: plan.probes.max(1),
             rerank: plan.rerank.max(1),
@@ -139,7 +133,7 @@ impl IvfScan {
             query: query.to_vec(),
             code: QueryCode::new(&rotation.rotated(query)),
             plan,
-            order: list_scores(query, centroids, rotation.dim()),
+            order: centroids.coarse_scores(query),
             sorted: 0,
             next_list: 0,
             window: Vec::new(),
@@ -202,7 +196,9 @@ impl IvfScan {
             }
             let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(WINDOW + 1);
             let (mut scored, mut spill_upper) = (0, f32::NEG_INFINITY);
-            for &(list, centroid_score) in &self.order[self.next_list..end] {
+            for &(list, _) in &self.order[self.next_list..end] {
+                // The bound needs the exact centroid score, not the coarse one.
+                let centroid_score = dot(lists.centroid(list), &self.query);
                 let (code, spill) = (&self.code, &mut self.spill);
                 lists.scan_list(list, &mut |key, stored| {
                     scored += 1;
@@ -274,9 +270,9 @@ mod tests {
     }
 
     #[test]
-    fn probe_order_ranks_centroids() {
-        let centroids = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8, 1.0, 0.0];
-        let mut order = list_scores(&[1.0, 0.0], &centroids, 2);
+    fn probe_order_ranks_centroids_ties_by_list() {
+        let centroids = Centroids::new(vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8, 1.0, 0.0], 2);
+        let mut order = centroids.coarse_scores(&[1.0, 0.0]);
         order.sort_by(by_score);
         let order: Vec<u32> = order.iter().map(|l| l.0).collect();
         assert_eq!(order, vec![0, 3, 2, 1]);

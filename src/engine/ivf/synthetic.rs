@@ -2,6 +2,7 @@
 //! k-means, codes and list scan as the PostgreSQL index, with plain vectors
 //! in place of pages and heap rows.
 
+use super::centroids::Centroids;
 use super::codes::{code_len, encode};
 use super::kmeans::{nearest, train, SplitMix, Training};
 use super::rotation::Rotation;
@@ -60,7 +61,7 @@ pub fn clustered_vectors(
 /// An IVF index over rows keyed 0..n, held in memory.
 pub struct MemoryIndex {
     dim: usize,
-    centroids: Vec<f32>,
+    centroids: Centroids,
     rotation: Rotation,
     /// Per list: keys, and their codes back to back (as on a page).
     lists: Vec<(Vec<i64>, Vec<u8>)>,
@@ -69,7 +70,7 @@ pub struct MemoryIndex {
     pub invisible: HashSet<i64>,
 }
 
-struct Lists<'a>(&'a [(Vec<i64>, Vec<u8>)], usize);
+struct Lists<'a>(&'a [(Vec<i64>, Vec<u8>)], usize, &'a Centroids);
 
 impl ListReader for Lists<'_> {
     fn scan_list(&mut self, list: u32, visit: &mut dyn FnMut(i64, &[u8])) {
@@ -77,6 +78,10 @@ impl ListReader for Lists<'_> {
         for (key, code) in keys.iter().zip(codes.chunks_exact(self.1)) {
             visit(*key, code);
         }
+    }
+
+    fn centroid(&self, list: u32) -> &[f32] {
+        self.2.get(list as usize)
     }
 }
 
@@ -112,19 +117,25 @@ impl MemoryIndex {
         let mut index = MemoryIndex {
             dim,
             lists: vec![(Vec::new(), Vec::new()); (centroids.len() / dim).max(1)],
-            centroids: if centroids.is_empty() {
-                vec![0.0; dim]
-            } else {
-                centroids
-            },
+            centroids: Centroids::new(
+                if centroids.is_empty() {
+                    vec![0.0; dim]
+                } else {
+                    centroids
+                },
+                dim,
+            ),
             rotation: Rotation::new(dim, 42),
             vectors: vectors.to_vec(),
             invisible: HashSet::new(),
         };
         if !vectors.is_empty() {
-            for (key, (list, _)) in nearest(vectors, dim, &index.centroids, threads).into_iter().enumerate() {
+            for (key, (list, _)) in nearest(vectors, dim, index.centroids.as_slice(), threads)
+                .into_iter()
+                .enumerate()
+            {
                 let mut code = vec![0u8; code_len(dim)];
-                let centroid = &index.centroids[list as usize * dim..(list as usize + 1) * dim];
+                let centroid = index.centroids.get(list as usize);
                 let mut residual: Vec<f32> = vectors[key * dim..(key + 1) * dim]
                     .iter()
                     .zip(centroid)
@@ -145,7 +156,7 @@ impl MemoryIndex {
             .iter()
             .map(|l| l.0.len() * (8 + code_len(self.dim)))
             .sum::<usize>()
-            + self.centroids.len() * 4
+            + self.centroids.bytes()
     }
 
     pub fn scan(&self, query: &[f32], plan: ScanPlan) -> IvfScan {
@@ -154,7 +165,7 @@ impl MemoryIndex {
 
     pub fn next(&self, scan: &mut IvfScan) -> Option<Hit> {
         scan.next(
-            &mut Lists(&self.lists, code_len(self.dim)),
+            &mut Lists(&self.lists, code_len(self.dim), &self.centroids),
             &mut Rows {
                 vectors: &self.vectors,
                 dim: self.dim,

@@ -4,7 +4,6 @@
 
 use super::pages::{self, ListHead, Locked, WalChange};
 use super::{build, shape, vector};
-use crate::engine::ivf::kmeans;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -40,7 +39,7 @@ pub unsafe extern "C-unwind" fn aminsert(
             "embed it with the corpus's model (inf_embed_corpus does), or index each model's vectors separately",
         );
     }
-    let list = kmeans::nearest_one(&unit, &shape.centroids);
+    let list = shape.centroids.nearest(&unit);
     let mut entry = Vec::new();
     pages::make_entry(&*heap_tid, &unit, shape.centroid(list), &shape.rotation, &mut entry);
     let location = shape.lists[list];

@@ -54,6 +54,10 @@ impl ListReader for Pages<'_> {
             }
         }
     }
+
+    fn centroid(&self, list: u32) -> &[f32] {
+        self.shape.centroid(list as usize)
+    }
 }
 
 #[inline(always)]

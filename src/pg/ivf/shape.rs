@@ -3,6 +3,7 @@
 //! the cache is re-read only after a REINDEX (or an empty index's first list).
 
 use super::pages::{self, Locked, Meta};
+use crate::engine::ivf::centroids::Centroids;
 use crate::engine::ivf::rotation::Rotation;
 use pgrx::pg_sys;
 use std::cell::RefCell;
@@ -21,7 +22,7 @@ pub struct ListLocation {
 pub struct Shape {
     pub build_id: u64,
     pub dim: usize,
-    pub centroids: Vec<f32>,
+    pub centroids: Centroids,
     pub lists: Vec<ListLocation>,
     /// The rotation every code of the index was made with.
     pub rotation: Rotation,
@@ -29,7 +30,7 @@ pub struct Shape {
 
 impl Shape {
     pub fn centroid(&self, list: usize) -> &[f32] {
-        &self.centroids[list * self.dim..(list + 1) * self.dim]
+        self.centroids.get(list)
     }
 }
 
@@ -52,13 +53,8 @@ pub unsafe fn load(index: pg_sys::Relation) -> (Meta, Rc<Shape>) {
 
 unsafe fn read_directory(index: pg_sys::Relation, meta: &Meta) -> Shape {
     let dim = meta.dim as usize;
-    let mut shape = Shape {
-        build_id: meta.build_id,
-        dim,
-        centroids: Vec::with_capacity(meta.lists as usize * dim),
-        lists: Vec::with_capacity(meta.lists as usize),
-        rotation: Rotation::new(dim, pages::ROTATION_SEED),
-    };
+    let mut centroids = Vec::with_capacity(meta.lists as usize * dim);
+    let mut lists = Vec::with_capacity(meta.lists as usize);
     let mut block = if meta.lists == 0 {
         pages::INVALID_BLOCK
     } else {
@@ -69,22 +65,28 @@ unsafe fn read_directory(index: pg_sys::Relation, meta: &Meta) -> Shape {
         let page = buffer.page();
         for (offset, item) in pages::items(page) {
             let head = pages::list_head_of(item);
-            shape.lists.push(ListLocation {
+            lists.push(ListLocation {
                 block,
                 offset,
                 head: head.head,
             });
-            shape.centroids.extend(pages::centroid_of(item, dim));
+            centroids.extend(pages::centroid_of(item, dim));
         }
         block = (*pages::opaque(page)).next;
     }
-    if shape.lists.len() != meta.lists as usize {
+    if lists.len() != meta.lists as usize {
         pgrx::error!(
             "inf_ir: index \"{}\" lists {} lists in its directory, its meta page says {}; REINDEX it",
             pages::relation_name(index),
-            shape.lists.len(),
+            lists.len(),
             meta.lists
         );
     }
-    shape
+    Shape {
+        build_id: meta.build_id,
+        dim,
+        centroids: Centroids::new(centroids, dim),
+        lists,
+        rotation: Rotation::new(dim, pages::ROTATION_SEED),
+    }
 }

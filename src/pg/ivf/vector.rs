@@ -52,6 +52,13 @@ unsafe fn floats_of<'a>(array: *mut pg_sys::ArrayType, what: &str) -> &'a [f32] 
 /// Raise unless every value is finite and the vector is not all zeros;
 /// returns its Euclidean norm.
 pub fn check_direction(v: &[f32], what: &str) -> f64 {
+    // SIMD sum of squares: finite and positive means every value is finite
+    // and one is not zero. Otherwise find out why, in f64 (values near
+    // f32::MAX square past it and are fine).
+    let squares = crate::engine::simd::dot(v, v);
+    if squares.is_finite() && squares > 0.0 {
+        return (squares as f64).sqrt();
+    }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         raise_with(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
