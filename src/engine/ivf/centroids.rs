@@ -44,7 +44,7 @@ impl Centroids {
     /// `exact` holds the centroids back to back, `dim` values each.
     pub fn new(exact: Vec<f32>, dim: usize) -> Self {
         assert!(
-            exact.is_empty() || (dim > 0 && exact.len() % dim == 0),
+            exact.is_empty() || (dim > 0 && exact.len().is_multiple_of(dim)),
             "centroids of {dim} values"
         );
         let stride = padded(dim);
