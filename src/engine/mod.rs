@@ -5,6 +5,7 @@ pub mod batching;
 pub mod error;
 pub mod fingerprint;
 pub mod ivf;
+pub mod llm;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;

@@ -1,0 +1,180 @@
+//! OpenAI-compatible chat completions: the request body and what is taken
+//! from the reply. The same JSON works for OpenAI, vLLM, llama.cpp's server
+//! and llama-cpp-python; the reply format is asked for with `response_format`
+//! (a JSON Schema), and the reply's content is parsed and checked against
+//! that schema before anyone sees it.
+
+use super::schema;
+use serde_json::{json, Value};
+
+/// What a request asks of one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest<'a> {
+    pub model: &'a str,
+    pub system: &'a str,
+    pub user: &'a str,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    /// Name and JSON Schema of the reply.
+    pub reply_name: &'a str,
+    pub reply_schema: &'a Value,
+}
+
+impl ChatRequest<'_> {
+    pub fn body(&self) -> Value {
+        let mut messages = Vec::new();
+        if !self.system.trim().is_empty() {
+            messages.push(json!({"role": "system", "content": self.system}));
+        }
+        messages.push(json!({"role": "user", "content": self.user}));
+        json!({
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": self.reply_name, "schema": self.reply_schema, "strict": true}
+            }
+        })
+    }
+}
+
+/// A checked reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    /// The reply's JSON object, valid against the request's schema.
+    pub value: Value,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Why a reply could not be used; `text` is what the model said (for the
+/// failure record), empty when there was no message at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadReply {
+    pub reason: String,
+    pub text: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Parse a chat completion's HTTP body and check its message against `reply_schema`.
+pub fn parse_reply(body: &str, reply_schema: &Value) -> Result<ChatReply, BadReply> {
+    let bad = |reason: String, text: &str, usage: (u64, u64)| BadReply {
+        reason,
+        text: text.to_string(),
+        prompt_tokens: usage.0,
+        completion_tokens: usage.1,
+    };
+    let envelope: Value = serde_json::from_str(body)
+        .map_err(|e| bad(format!("the response is not JSON ({e})"), truncate(body, 2000), (0, 0)))?;
+    let usage = envelope.get("usage");
+    let count = |key: &str| usage.and_then(|u| u.get(key)).and_then(Value::as_u64).unwrap_or(0);
+    let usage = (count("prompt_tokens"), count("completion_tokens"));
+    let choice = envelope.get("choices").and_then(|c| c.get(0));
+    let Some(text) = choice
+        .and_then(|c| c.pointer("/message/content"))
+        .and_then(Value::as_str)
+    else {
+        return Err(bad("the response has no choices[0].message.content".into(), "", usage));
+    };
+    let finish = choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str);
+    let value: Value = match serde_json::from_str(strip_fence(text)) {
+        Ok(v) => v,
+        Err(e) => {
+            let cut = if finish == Some("length") {
+                " (the reply hit max_tokens)"
+            } else {
+                ""
+            };
+            return Err(bad(format!("the reply is not JSON{cut}: {e}"), text, usage));
+        }
+    };
+    schema::validate(reply_schema, &value)
+        .map_err(|e| bad(format!("the reply breaks its schema: {e}"), text, usage))?;
+    Ok(ChatReply {
+        value,
+        prompt_tokens: usage.0,
+        completion_tokens: usage.1,
+    })
+}
+
+/// Models that ignore `response_format` often wrap JSON in a Markdown fence.
+fn strip_fence(text: &str) -> &str {
+    let t = text.trim();
+    let Some(rest) = t.strip_prefix("```") else { return t };
+    let rest = rest.strip_prefix("json").unwrap_or(rest);
+    rest.strip_suffix("```").unwrap_or(rest).trim()
+}
+
+fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {"instruction": {"type": "string", "minLength": 1}},
+               "required": ["instruction"], "additionalProperties": false})
+    }
+
+    fn completion(content: &str, finish: &str) -> String {
+        json!({"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+               "usage": {"prompt_tokens": 50, "completion_tokens": 12}})
+        .to_string()
+    }
+
+    #[test]
+    fn body_asks_for_the_schema() {
+        let s = schema();
+        let request = ChatRequest {
+            model: "m",
+            system: "be brief",
+            user: "hello",
+            temperature: 0.2,
+            max_tokens: 64,
+            reply_name: "instruction",
+            reply_schema: &s,
+        };
+        let body = request.body();
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][1]["content"], "hello");
+        assert_eq!(body["response_format"]["json_schema"]["schema"], s);
+        assert_eq!(body["max_tokens"], 64);
+        let no_system = ChatRequest { system: " ", ..request };
+        assert_eq!(no_system.body()["messages"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_good_reply_with_usage() {
+        let reply = parse_reply(
+            &completion(r#"{"instruction": "peer-reviewed only"}"#, "stop"),
+            &schema(),
+        )
+        .unwrap();
+        assert_eq!(reply.value["instruction"], "peer-reviewed only");
+        assert_eq!((reply.prompt_tokens, reply.completion_tokens), (50, 12));
+        let fenced = parse_reply(&completion("```json\n{\"instruction\": \"x\"}\n```", "stop"), &schema());
+        assert!(fenced.is_ok());
+    }
+
+    #[test]
+    fn bad_replies_keep_their_text_and_reason() {
+        let e = parse_reply("<html>502</html>", &schema()).unwrap_err();
+        assert!(e.reason.starts_with("the response is not JSON"), "{}", e.reason);
+        let e = parse_reply(r#"{"choices": []}"#, &schema()).unwrap_err();
+        assert_eq!(e.reason, "the response has no choices[0].message.content");
+        let e = parse_reply(&completion("{\"instruction\": \"unfinished", "length"), &schema()).unwrap_err();
+        assert!(e.reason.contains("hit max_tokens"), "{}", e.reason);
+        assert_eq!(e.text, "{\"instruction\": \"unfinished");
+        assert_eq!(e.prompt_tokens, 50);
+        let e = parse_reply(&completion(r#"{"instruction": ""}"#, "stop"), &schema()).unwrap_err();
+        assert!(e.reason.contains("$.instruction: 0 characters"), "{}", e.reason);
+    }
+}

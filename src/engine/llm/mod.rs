@@ -1,0 +1,15 @@
+//! Talking to OpenAI-compatible chat endpoints for the InF-IR synthesis
+//! stages, without PostgreSQL: request bodies and reply checks, prompt
+//! templates, retry waits, rate limits, the HTTP transport and the runner
+//! that keeps many requests in flight. (Issue 11: the endpoint registry and
+//! the stage procedures build on these.)
+
+pub mod chat;
+#[cfg(test)]
+mod fault_server;
+pub mod prompt;
+pub mod rate_limit;
+pub mod retry;
+pub mod runner;
+pub mod schema;
+pub mod transport;

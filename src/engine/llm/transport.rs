@@ -1,0 +1,185 @@
+//! One HTTP POST of a chat request, classified for the retry policy.
+//!
+//! The API key travels only in the Authorization header. It is held in a
+//! `Secret` (whose Debug prints nothing) and scrubbed from any text that
+//! could reach an error, a table or the log: some providers echo part of a
+//! key in their 401 message.
+
+use super::retry::{parse_retry_after, Failure};
+use std::time::{Duration, SystemTime};
+
+/// A value that must not be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `text` with every occurrence of the secret (4 characters or more) masked.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.0.len() < 4 {
+            return text.to_string();
+        }
+        text.replace(&self.0, "[redacted]")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The chat completions URL (`.../v1/chat/completions`).
+    pub url: String,
+    pub api_key: Option<Secret>,
+    /// For the whole exchange, connect to last byte.
+    pub timeout: Duration,
+}
+
+/// A failed attempt: the kind (for the retry policy), the server's
+/// Retry-After, and what to tell a person (key scrubbed, body cut).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub failure: Failure,
+    pub retry_after: Option<Duration>,
+    pub detail: String,
+}
+
+/// Most of an error body kept for messages.
+const DETAIL_CHARS: usize = 500;
+
+/// The chat completions URL of a base URL such as `http://host:8000/v1`
+/// (a URL that already ends in `/chat/completions` is kept).
+pub fn completions_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.ends_with("/chat/completions") {
+        base.to_string()
+    } else {
+        format!("{base}/chat/completions")
+    }
+}
+
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("inf_ir/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// POST `body` (JSON) to the endpoint; the response body on a 2xx.
+pub fn post(agent: &ureq::Agent, endpoint: &Endpoint, body: &str) -> Result<String, FailedAttempt> {
+    let scrub = |text: String| match &endpoint.api_key {
+        Some(key) => key.scrub(&text),
+        None => text,
+    };
+    let mut request = agent.post(&endpoint.url).header("Content-Type", "application/json");
+    if let Some(key) = &endpoint.api_key {
+        request = request.header("Authorization", format!("Bearer {}", key.expose()));
+    }
+    let mut response = match request.send(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let failure = match e {
+                ureq::Error::Timeout(_) => Failure::Timeout,
+                _ => Failure::Connection,
+            };
+            return Err(FailedAttempt {
+                failure,
+                retry_after: None,
+                detail: scrub(format!("{} did not answer: {e}", endpoint.url)),
+            });
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now(), |d| httpdate::parse_http_date(d).ok()));
+    let text = response.body_mut().read_to_string();
+    match text {
+        Ok(text) if (200..300).contains(&status) => Ok(text),
+        Ok(text) => Err(FailedAttempt {
+            failure: Failure::Status(status),
+            retry_after,
+            detail: scrub(format!("HTTP {status}: {}", cut(&text))),
+        }),
+        Err(e) => Err(FailedAttempt {
+            failure: match e {
+                ureq::Error::Timeout(_) => Failure::Timeout,
+                _ => Failure::Connection,
+            },
+            retry_after,
+            detail: scrub(format!("HTTP {status}, reading the body failed: {e}")),
+        }),
+    }
+}
+
+fn cut(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(DETAIL_CHARS) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let key = Secret::new("sk-live-abcdef123456");
+        assert_eq!(format!("{key:?}"), "Secret([redacted])");
+        let endpoint = Endpoint {
+            url: "http://x".into(),
+            api_key: Some(key.clone()),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{endpoint:?}").contains("abcdef"));
+        assert_eq!(
+            key.scrub("Incorrect API key provided: sk-live-abcdef123456."),
+            "Incorrect API key provided: [redacted]."
+        );
+        assert_eq!(Secret::new("ab").scrub("ab ab"), "ab ab");
+    }
+
+    #[test]
+    fn completions_urls() {
+        assert_eq!(
+            completions_url("http://h:8000/v1/"),
+            "http://h:8000/v1/chat/completions"
+        );
+        assert_eq!(
+            completions_url("https://api.openai.com/v1/chat/completions"),
+            "https://api.openai.com/v1/chat/completions"
+        );
+    }
+
+    #[test]
+    fn nothing_listening_is_a_connection_failure() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let endpoint = Endpoint {
+            url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            api_key: None,
+            timeout: Duration::from_secs(2),
+        };
+        let e = post(&agent(endpoint.timeout), &endpoint, "{}").unwrap_err();
+        assert_eq!(e.failure, Failure::Connection);
+        assert!(e.detail.contains("did not answer"), "{}", e.detail);
+    }
+}
