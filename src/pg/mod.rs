@@ -10,6 +10,7 @@ mod gucs;
 mod inference;
 mod interrupt;
 mod ivf;
+mod llm;
 mod model_cache;
 mod privileges;
 mod registry;

@@ -7,6 +7,25 @@
 use super::schema;
 use serde_json::{json, Value};
 
+/// How the reply's schema is asked for: OpenAI and vLLM take
+/// `{"type": "json_schema", "json_schema": {...}}`, llama-cpp-python's
+/// server `{"type": "json_object", "schema": ...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyFormat {
+    JsonSchema,
+    JsonObject,
+}
+
+impl ReplyFormat {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "json_schema" => Some(ReplyFormat::JsonSchema),
+            "json_object" => Some(ReplyFormat::JsonObject),
+            _ => None,
+        }
+    }
+}
+
 /// What a request asks of one endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest<'a> {
@@ -18,6 +37,7 @@ pub struct ChatRequest<'a> {
     /// Name and JSON Schema of the reply.
     pub reply_name: &'a str,
     pub reply_schema: &'a Value,
+    pub reply_format: ReplyFormat,
 }
 
 impl ChatRequest<'_> {
@@ -27,15 +47,19 @@ impl ChatRequest<'_> {
             messages.push(json!({"role": "system", "content": self.system}));
         }
         messages.push(json!({"role": "user", "content": self.user}));
+        let response_format = match self.reply_format {
+            ReplyFormat::JsonSchema => json!({
+                "type": "json_schema",
+                "json_schema": {"name": self.reply_name, "schema": self.reply_schema, "strict": true}
+            }),
+            ReplyFormat::JsonObject => json!({"type": "json_object", "schema": self.reply_schema}),
+        };
         json!({
             "model": self.model,
             "messages": messages,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": self.reply_name, "schema": self.reply_schema, "strict": true}
-            }
+            "response_format": response_format
         })
     }
 }
@@ -141,14 +165,28 @@ mod tests {
             max_tokens: 64,
             reply_name: "instruction",
             reply_schema: &s,
+            reply_format: ReplyFormat::JsonSchema,
         };
         let body = request.body();
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["content"], "hello");
         assert_eq!(body["response_format"]["json_schema"]["schema"], s);
         assert_eq!(body["max_tokens"], 64);
-        let no_system = ChatRequest { system: " ", ..request };
+        let no_system = ChatRequest {
+            system: " ",
+            ..request.clone()
+        };
         assert_eq!(no_system.body()["messages"].as_array().unwrap().len(), 1);
+        let llama = ChatRequest {
+            reply_format: ReplyFormat::JsonObject,
+            ..request
+        };
+        assert_eq!(
+            llama.body()["response_format"],
+            json!({"type": "json_object", "schema": s})
+        );
+        assert_eq!(ReplyFormat::parse("json_object"), Some(ReplyFormat::JsonObject));
+        assert_eq!(ReplyFormat::parse("xml"), None);
     }
 
     #[test]

@@ -12,4 +12,5 @@ pub mod rate_limit;
 pub mod retry;
 pub mod runner;
 pub mod schema;
+pub mod secret;
 pub mod transport;

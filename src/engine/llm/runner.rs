@@ -139,27 +139,32 @@ pub fn run(
         std::thread::spawn(move || work(&shared, &sender));
     }
     drop(sender);
-    let stop = || shared.stop.store(true, Ordering::Relaxed);
+    // However this returns (done, an error, or unwinding from a cancel that
+    // `checkpoint` raises), the threads are told to stop.
+    let _stop = StopOnDrop(&shared.stop);
     let mut received = 0;
     while received < total {
         if interrupt.pending() {
-            stop();
-            interrupt.checkpoint()?;
+            interrupt.checkpoint()?; // other interrupts are handled and the run goes on
         }
         match receiver.recv_timeout(POLL) {
             Ok((key, outcome)) => {
                 received += 1;
-                if let Err(e) = on_outcome(key, outcome) {
-                    stop();
-                    return Err(e);
-                }
+                on_outcome(key, outcome)?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    stop();
     Ok(())
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn work(shared: &Shared, results: &mpsc::Sender<(usize, Outcome)>) {
@@ -298,7 +303,7 @@ mod tests {
     fn endpoint(server: &FaultServer) -> Endpoint {
         Endpoint {
             url: server.url(),
-            api_key: Some(transport::Secret::new("sk-test-123456")),
+            api_key: Some(super::super::secret::Secret::new("sk-test-123456")),
             timeout: Duration::from_secs(5),
         }
     }

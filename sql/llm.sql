@@ -1,0 +1,146 @@
+-- LLM endpoints and prompt templates for the InF-IR synthesis stages
+-- (instruction, negatives, judge). An endpoint makes the server open
+-- network connections, so only superusers change them (inf_set_endpoint /
+-- inf_drop_endpoint check it). No API key is ever stored: a row names where
+-- the server finds it (an environment variable of the server process, or a
+-- file only the server's OS user can read).
+CREATE TABLE inf_ir.llm_endpoints (
+    name                     text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_.-]*$'),
+    base_url                 text NOT NULL CHECK (base_url ~ '^https?://[^/]+'),
+    model                    text NOT NULL CHECK (btrim(model) <> ''),
+    api_key_env              text CHECK (api_key_env ~ '^[A-Za-z_][A-Za-z0-9_]*$'),
+    api_key_file             text CHECK (api_key_file LIKE '/%'),
+    reply_format             text NOT NULL DEFAULT 'json_schema' CHECK (reply_format IN ('json_schema', 'json_object')),
+    max_concurrency          integer NOT NULL DEFAULT 4 CHECK (max_concurrency BETWEEN 1 AND 256),
+    requests_per_minute      integer CHECK (requests_per_minute > 0),
+    tokens_per_minute        integer CHECK (tokens_per_minute > 0),
+    timeout_ms               integer NOT NULL DEFAULT 60000 CHECK (timeout_ms BETWEEN 100 AND 3600000),
+    max_output_tokens        integer NOT NULL DEFAULT 512 CHECK (max_output_tokens BETWEEN 1 AND 100000),
+    temperature              real NOT NULL DEFAULT 0.7 CHECK (temperature BETWEEN 0 AND 2),
+    input_price_per_million  numeric CHECK (input_price_per_million >= 0),
+    output_price_per_million numeric CHECK (output_price_per_million >= 0),
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    CHECK (api_key_env IS NULL OR api_key_file IS NULL)
+);
+REVOKE ALL ON inf_ir.llm_endpoints FROM PUBLIC;
+GRANT SELECT ON inf_ir.llm_endpoints TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.llm_endpoints', '');
+
+-- Versioned prompts per stage. `template` fills {{slots}} (see README);
+-- replies must match `reply_schema` (JSON Schema) before anything is stored.
+-- Version 1 of each stage comes with the extension; add versions with
+-- INSERT (superusers, or roles they grant INSERT to).
+CREATE TABLE inf_ir.llm_prompts (
+    stage        text NOT NULL CHECK (stage IN ('instruction', 'negatives', 'judge')),
+    version      integer NOT NULL CHECK (version > 0),
+    system       text NOT NULL DEFAULT '',
+    template     text NOT NULL CHECK (btrim(template) <> ''),
+    reply_schema jsonb NOT NULL CHECK (jsonb_typeof(reply_schema) = 'object'),
+    note         text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stage, version)
+);
+REVOKE ALL ON inf_ir.llm_prompts FROM PUBLIC;
+GRANT SELECT ON inf_ir.llm_prompts TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.llm_prompts', 'WHERE version > 1');
+
+INSERT INTO inf_ir.llm_prompts (stage, version, system, template, reply_schema, note) VALUES
+('instruction', 1,
+ 'You write search instructions for a dataset that trains instruction-following retrieval models. Reply with JSON only.',
+ $t$A user searched for: "{{query}}"
+
+This passage answers the search:
+"""{{passage}}"""
+
+Write one instruction, one or two sentences long, that the user could add to the search to make it more specific, so that this passage still fully satisfies the search together with the instruction and many other passages about the query would not. The instruction says what kind of document or information is wanted (its focus, scope, detail, audience or source type). Do not repeat the query and do not quote the passage.
+
+Reply as JSON: {"instruction": "..."}$t$,
+ '{"type": "object", "properties": {"instruction": {"type": "string", "minLength": 10, "maxLength": 600}},
+   "required": ["instruction"], "additionalProperties": false}',
+ 'InF-IR stage (i): a positive instruction for a (query, passage) pair'),
+('negatives', 1,
+ 'You write hard negatives for a dataset that trains instruction-following retrieval models. Reply with JSON only.',
+ $t$Query: "{{query}}"
+Instruction: "{{instruction}}"
+A passage that satisfies the query together with the instruction:
+"""{{passage}}"""
+
+Write two hard negatives, each by a small change:
+1. instruction_negative: change the instruction slightly so that the passage above no longer satisfies it while the query stays the same. Then write instruction_negative_passage: a passage of similar length and style that satisfies the query together with the changed instruction.
+2. query_negative: change the query slightly so that the passage above no longer answers it while the instruction still makes sense. Then write query_negative_passage: a passage that satisfies the changed query together with the original instruction.
+
+Reply as JSON: {"instruction_negative": "...", "instruction_negative_passage": "...", "query_negative": "...", "query_negative_passage": "..."}$t$,
+ '{"type": "object", "properties": {
+     "instruction_negative": {"type": "string", "minLength": 10, "maxLength": 600},
+     "instruction_negative_passage": {"type": "string", "minLength": 20, "maxLength": 4000},
+     "query_negative": {"type": "string", "minLength": 3, "maxLength": 400},
+     "query_negative_passage": {"type": "string", "minLength": 20, "maxLength": 4000}},
+   "required": ["instruction_negative", "instruction_negative_passage", "query_negative", "query_negative_passage"],
+   "additionalProperties": false}',
+ 'InF-IR stage (ii): an instruction-negative and a query-negative, each with the passage that fits it'),
+('judge', 1,
+ 'You check examples for a dataset that trains instruction-following retrieval models. Reply with JSON only.',
+ $t$For each case, score from 0 to 1 how well the passage satisfies the query together with the instruction (1: fully, 0: not at all).
+
+a) query "{{query}}", instruction "{{instruction}}", passage: """{{passage}}"""
+b) query "{{query}}", instruction "{{instruction_negative}}", passage: """{{passage}}"""
+c) query "{{query}}", instruction "{{instruction_negative}}", passage: """{{instruction_negative_passage}}"""
+d) query "{{query_negative}}", instruction "{{instruction}}", passage: """{{passage}}"""
+e) query "{{query_negative}}", instruction "{{instruction}}", passage: """{{query_negative_passage}}"""
+
+Set "ambiguous" to true if any case could reasonably be judged either way.
+Reply as JSON: {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0, "e": 0.0, "ambiguous": false}$t$,
+ '{"type": "object", "properties": {
+     "a": {"type": "number", "minimum": 0, "maximum": 1}, "b": {"type": "number", "minimum": 0, "maximum": 1},
+     "c": {"type": "number", "minimum": 0, "maximum": 1}, "d": {"type": "number", "minimum": 0, "maximum": 1},
+     "e": {"type": "number", "minimum": 0, "maximum": 1}, "ambiguous": {"type": "boolean"}},
+   "required": ["a", "b", "c", "d", "e", "ambiguous"], "additionalProperties": false}',
+ 'InF-IR stage (iii): a stronger model scores the five pairs of a group; ambiguous groups are dropped');
+
+-- Create or change an endpoint (superusers only).
+CREATE FUNCTION @extschema@.inf_set_endpoint(name text, base_url text, model text,
+    api_key_env text DEFAULT NULL, api_key_file text DEFAULT NULL,
+    reply_format text DEFAULT 'json_schema', max_concurrency integer DEFAULT 4,
+    requests_per_minute integer DEFAULT NULL, tokens_per_minute integer DEFAULT NULL,
+    timeout_ms integer DEFAULT 60000, max_output_tokens integer DEFAULT 512, temperature real DEFAULT 0.7,
+    input_price_per_million numeric DEFAULT NULL, output_price_per_million numeric DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'only superusers may create or change LLM endpoints'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an endpoint makes the server open network connections; ask a superuser';
+    END IF;
+    INSERT INTO inf_ir.llm_endpoints AS e (name, base_url, model, api_key_env, api_key_file, reply_format,
+        max_concurrency, requests_per_minute, tokens_per_minute, timeout_ms, max_output_tokens, temperature,
+        input_price_per_million, output_price_per_million)
+    VALUES (inf_set_endpoint.name, rtrim(inf_set_endpoint.base_url, '/'), inf_set_endpoint.model,
+        inf_set_endpoint.api_key_env, inf_set_endpoint.api_key_file, inf_set_endpoint.reply_format,
+        inf_set_endpoint.max_concurrency, inf_set_endpoint.requests_per_minute, inf_set_endpoint.tokens_per_minute,
+        inf_set_endpoint.timeout_ms, inf_set_endpoint.max_output_tokens, inf_set_endpoint.temperature,
+        inf_set_endpoint.input_price_per_million, inf_set_endpoint.output_price_per_million)
+    ON CONFLICT (name) DO UPDATE SET base_url = EXCLUDED.base_url, model = EXCLUDED.model,
+        api_key_env = EXCLUDED.api_key_env, api_key_file = EXCLUDED.api_key_file,
+        reply_format = EXCLUDED.reply_format, max_concurrency = EXCLUDED.max_concurrency,
+        requests_per_minute = EXCLUDED.requests_per_minute, tokens_per_minute = EXCLUDED.tokens_per_minute,
+        timeout_ms = EXCLUDED.timeout_ms, max_output_tokens = EXCLUDED.max_output_tokens,
+        temperature = EXCLUDED.temperature, input_price_per_million = EXCLUDED.input_price_per_million,
+        output_price_per_million = EXCLUDED.output_price_per_million, updated_at = now();
+END $$;
+
+CREATE FUNCTION @extschema@.inf_drop_endpoint(name text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE found boolean;
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'only superusers may drop LLM endpoints'
+            USING ERRCODE = 'insufficient_privilege', HINT = 'ask a superuser';
+    END IF;
+    DELETE FROM inf_ir.llm_endpoints e WHERE e.name = inf_drop_endpoint.name RETURNING true INTO found;
+    RETURN coalesce(found, false);
+END $$;
+REVOKE EXECUTE ON FUNCTION @extschema@.inf_set_endpoint(text, text, text, text, text, text, integer, integer,
+    integer, integer, integer, real, numeric, numeric) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.inf_drop_endpoint(text) FROM PUBLIC;

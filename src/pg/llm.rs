@@ -1,0 +1,245 @@
+//! LLM endpoints and prompts from SQL: the tables (sql/llm.sql), reading an
+//! endpoint with its key, and `inf_llm_chat`, one checked request through
+//! the engine's runner (retries, limits, cancel).
+
+use super::errors::raise_with;
+use super::interrupt::PgInterrupt;
+use crate::engine::llm::chat::{parse_reply, ChatRequest, ReplyFormat};
+use crate::engine::llm::retry::RetryPolicy;
+use crate::engine::llm::runner::{self, Job, Outcome, Settings};
+use crate::engine::llm::secret::{self, Secret};
+use crate::engine::llm::{prompt, transport};
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgSqlErrorCode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pgrx::extension_sql_file!("../../sql/llm.sql", name = "llm_tables", requires = ["dataset_tables"]);
+
+/// An endpoint row, without its key.
+pub struct EndpointRow {
+    pub name: String,
+    pub base_url: String,
+    pub model: String,
+    api_key_env: Option<String>,
+    api_key_file: Option<String>,
+    pub reply_format: ReplyFormat,
+    pub max_concurrency: usize,
+    pub requests_per_minute: Option<f64>,
+    pub tokens_per_minute: Option<f64>,
+    pub timeout: Duration,
+    pub max_output_tokens: u32,
+    pub temperature: f64,
+}
+
+impl EndpointRow {
+    pub fn load(name: &str) -> Self {
+        let row = Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT base_url, model, api_key_env, api_key_file, reply_format, max_concurrency,
+                        requests_per_minute, tokens_per_minute, timeout_ms, max_output_tokens, temperature
+                 FROM inf_ir.llm_endpoints WHERE name = $1",
+                Some(1),
+                &[name.into()],
+            )?;
+            let Some(r) = rows.into_iter().next() else {
+                return Ok::<_, pgrx::spi::Error>(None);
+            };
+            Ok(Some(EndpointRow {
+                name: name.to_string(),
+                base_url: r.get::<String>(1)?.unwrap_or_default(),
+                model: r.get::<String>(2)?.unwrap_or_default(),
+                api_key_env: r.get::<String>(3)?,
+                api_key_file: r.get::<String>(4)?,
+                reply_format: ReplyFormat::parse(&r.get::<String>(5)?.unwrap_or_default())
+                    .unwrap_or(ReplyFormat::JsonSchema),
+                max_concurrency: r.get::<i32>(6)?.unwrap_or(1).max(1) as usize,
+                requests_per_minute: r.get::<i32>(7)?.map(f64::from),
+                tokens_per_minute: r.get::<i32>(8)?.map(f64::from),
+                timeout: Duration::from_millis(r.get::<i32>(9)?.unwrap_or(60000).max(1) as u64),
+                max_output_tokens: r.get::<i32>(10)?.unwrap_or(512).max(1) as u32,
+                temperature: r.get::<f32>(11)?.unwrap_or(0.7) as f64,
+            }))
+        })
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: reading inf_ir.llm_endpoints: {e}"));
+        row.unwrap_or_else(|| {
+            let names = Spi::get_one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.llm_endpoints")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "none yet".into());
+            raise_with(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("LLM endpoint \"{name}\" does not exist"),
+                format!("endpoints: {names}; a superuser adds one with inf_set_endpoint(name, base_url, model, ...)"),
+            )
+        })
+    }
+
+    /// The endpoint's key, read now from where the row says (never stored).
+    pub fn api_key(&self) -> Option<Secret> {
+        let found = if let Some(var) = &self.api_key_env {
+            secret::from_env(var, |n| std::env::var(n).ok())
+        } else if let Some(path) = &self.api_key_file {
+            secret::from_file(path)
+        } else {
+            return None;
+        };
+        Some(found.unwrap_or_else(|e| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+                format!("LLM endpoint \"{}\": {e}", self.name),
+                "set the variable in the server's environment and restart it, or point api_key_file at a file of mode 600 owned by the server's OS user",
+            )
+        }))
+    }
+
+    pub fn transport(&self) -> transport::Endpoint {
+        transport::Endpoint {
+            url: transport::completions_url(&self.base_url),
+            api_key: self.api_key(),
+            timeout: self.timeout,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            concurrency: self.max_concurrency,
+            policy: RetryPolicy::default(),
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+        }
+    }
+}
+
+/// A stage's prompt: the given version, or the newest.
+pub struct Prompt {
+    pub version: i32,
+    pub system: String,
+    pub template: String,
+    pub reply_schema: Value,
+}
+
+impl Prompt {
+    pub fn load(stage: &str, version: Option<i32>) -> Self {
+        let found = Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT version, system, template, reply_schema FROM inf_ir.llm_prompts
+                 WHERE stage = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
+                Some(1),
+                &[stage.into(), version.into()],
+            )?;
+            let Some(r) = rows.into_iter().next() else {
+                return Ok::<_, pgrx::spi::Error>(None);
+            };
+            Ok(Some(Prompt {
+                version: r.get::<i32>(1)?.unwrap_or(1),
+                system: r.get::<String>(2)?.unwrap_or_default(),
+                template: r.get::<String>(3)?.unwrap_or_default(),
+                reply_schema: r.get::<JsonB>(4)?.map(|j| j.0).unwrap_or(Value::Null),
+            }))
+        })
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: reading inf_ir.llm_prompts: {e}"));
+        found.unwrap_or_else(|| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                match version {
+                    Some(v) => format!("there is no prompt version {v} for stage \"{stage}\""),
+                    None => format!("there is no prompt for stage \"{stage}\""),
+                },
+                "stages: instruction, negatives, judge; see SELECT stage, version FROM inf_ir.llm_prompts",
+            )
+        })
+    }
+
+    /// The user message with `slots` filled.
+    pub fn render(&self, stage: &str, slots: &HashMap<&str, &str>) -> String {
+        prompt::render(&self.template, slots).unwrap_or_else(|e| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("prompt \"{stage}\" version {}: {e}", self.version),
+                format!(
+                    "give a value for each slot: {}",
+                    prompt::slots(&self.template).join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// Send one request of `stage`'s prompt with `slots` to `endpoint` and
+/// return the reply, checked against the prompt's schema. Retries 429, 5xx,
+/// timeouts and unusable replies; an ERROR says why the last attempt failed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn inf_llm_chat(endpoint: &str, stage: &str, slots: JsonB, prompt_version: default!(Option<i32>, "NULL")) -> JsonB {
+    let row = EndpointRow::load(endpoint);
+    let prompt = Prompt::load(stage, prompt_version);
+    let Value::Object(fields) = &slots.0 else {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "slots must be a JSON object of strings",
+            r#"for example '{"query": "...", "passage": "..."}'"#,
+        )
+    };
+    let mut values = HashMap::new();
+    for (name, value) in fields {
+        let Some(text) = value.as_str() else {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("slot \"{name}\" is not a string"),
+                "give every slot a text value",
+            )
+        };
+        values.insert(name.as_str(), text);
+    }
+    let user = prompt.render(stage, &values);
+    let body = ChatRequest {
+        model: &row.model,
+        system: &prompt.system,
+        user: &user,
+        temperature: row.temperature,
+        max_tokens: row.max_output_tokens,
+        reply_name: stage,
+        reply_schema: &prompt.reply_schema,
+        reply_format: row.reply_format,
+    }
+    .body()
+    .to_string();
+    let job = Job {
+        key: 0,
+        estimated_tokens: (user.len() / 4) as f64 + row.max_output_tokens as f64,
+        body,
+    };
+    let schema = prompt.reply_schema.clone();
+    let mut outcome = None;
+    runner::run(
+        row.transport(),
+        vec![job],
+        row.settings(),
+        Box::new(move |text| parse_reply(text, &schema)),
+        &PgInterrupt,
+        |_, o| {
+            outcome = Some(o);
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| super::errors::raise(e));
+    match outcome {
+        Some(Outcome::Done { reply, .. }) => JsonB(reply.value),
+        Some(Outcome::Failed { reason, attempts, .. }) => raise_with(
+            PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+            format!(
+                "LLM endpoint \"{}\" gave no usable reply after {attempts} attempt(s): {reason}",
+                row.name
+            ),
+            "check the endpoint (base_url, model, key) and the prompt's reply_schema",
+        ),
+        None => pgrx::error!("inf_ir: the request ended without an outcome"),
+    }
+}
+
+pgrx::extension_sql!(
+    "REVOKE EXECUTE ON FUNCTION @extschema@.inf_llm_chat(text, text, jsonb, integer) FROM PUBLIC;",
+    name = "llm_chat_privileges",
+    requires = [inf_llm_chat]
+);

@@ -1,0 +1,52 @@
+-- LLM endpoints and prompts: who may change them, what is stored (never a
+-- key), the default prompts, and the errors inf_llm_chat gives before it
+-- sends anything. (Requests themselves: tests/python/test_llm.py.)
+\set VERBOSITY terse
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS inf_ir;
+
+-- A superuser adds and changes an endpoint; the key is named, never stored.
+SELECT inf_set_endpoint('local', 'http://127.0.0.1:9/v1/', 'gemma3-270m', api_key_env => 'INF_IR_REGRESS_NO_SUCH_VAR',
+                        reply_format => 'json_object', max_concurrency => 2, requests_per_minute => 60);
+SELECT name, base_url, model, api_key_env, api_key_file, reply_format, max_concurrency, requests_per_minute,
+       timeout_ms, max_output_tokens, temperature FROM inf_ir.llm_endpoints;
+SELECT inf_set_endpoint('local', 'http://127.0.0.1:9/v1', 'gemma3-270m', max_concurrency => 8);
+SELECT name, api_key_env, max_concurrency, requests_per_minute FROM inf_ir.llm_endpoints;
+-- Bad values are refused by the table's checks.
+SELECT inf_set_endpoint('Bad Name', 'http://x', 'm');
+SELECT inf_set_endpoint('x', 'ftp://x', 'm');
+SELECT inf_set_endpoint('x', 'http://x', 'm', reply_format => 'xml');
+SELECT inf_set_endpoint('x', 'http://x', 'm', api_key_env => 'A', api_key_file => '/k');
+SELECT inf_set_endpoint('x', 'http://x', 'm', max_concurrency => 0);
+SELECT inf_set_endpoint('x', 'http://x', 'm', api_key_file => 'relative/path');
+
+-- The default prompts, one per stage, each with a reply schema.
+SELECT stage, version, reply_schema->'required' AS required FROM inf_ir.llm_prompts ORDER BY stage, version;
+
+-- Errors before anything is sent.
+SELECT inf_llm_chat('nowhere', 'instruction', '{"query": "q", "passage": "p"}');
+SELECT inf_llm_chat('local', 'summary', '{"query": "q"}');
+SELECT inf_llm_chat('local', 'instruction', '{"query": "q"}', 7);
+SELECT inf_llm_chat('local', 'instruction', '{"query": "q"}');
+SELECT inf_llm_chat('local', 'instruction', '["q"]');
+SELECT inf_llm_chat('local', 'instruction', '{"query": 5, "passage": "p"}');
+SELECT inf_set_endpoint('keyed', 'http://127.0.0.1:9/v1', 'm', api_key_env => 'INF_IR_REGRESS_NO_SUCH_VAR');
+SELECT inf_llm_chat('keyed', 'instruction', '{"query": "q", "passage": "p"}');
+SELECT inf_set_endpoint('keyfile', 'http://127.0.0.1:9/v1', 'm', api_key_file => '/nonexistent/inf_ir.key');
+SELECT inf_llm_chat('keyfile', 'instruction', '{"query": "q", "passage": "p"}');
+
+-- Other roles read the endpoints (no secret in them) but cannot change or use them.
+CREATE ROLE inf_ir_llm_user LOGIN;
+SET ROLE inf_ir_llm_user;
+SELECT count(*) AS endpoints_visible FROM inf_ir.llm_endpoints;
+SELECT inf_set_endpoint('mine', 'http://evil.example', 'm');
+SELECT inf_drop_endpoint('local');
+INSERT INTO inf_ir.llm_endpoints(name, base_url, model) VALUES ('mine', 'http://evil.example', 'm');
+UPDATE inf_ir.llm_endpoints SET base_url = 'http://evil.example';
+INSERT INTO inf_ir.llm_prompts(stage, version, template, reply_schema) VALUES ('judge', 9, 't', '{}');
+SELECT inf_llm_chat('local', 'instruction', '{"query": "q", "passage": "p"}');
+RESET ROLE;
+DROP ROLE inf_ir_llm_user;
+
+SELECT inf_drop_endpoint('keyed'), inf_drop_endpoint('keyfile'), inf_drop_endpoint('local'), inf_drop_endpoint('local');
+SELECT count(*) FROM inf_ir.llm_endpoints;

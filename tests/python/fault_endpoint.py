@@ -1,0 +1,96 @@
+"""A fault-injecting OpenAI-compatible chat endpoint for the tests: each
+request gets the next scripted reply (the last one repeats). A test tool
+that produces failures, not a stand-in for a model.
+
+Replies: "good", ("slow", seconds), ("429", retry_after), "500",
+"malformed", "schema" (valid JSON that breaks the instruction schema),
+"401" (echoes the bearer key, as some providers do), ("stall", seconds).
+"""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def completion(content):
+    return json.dumps({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 9},
+    })
+
+
+GOOD = completion(json.dumps({"instruction": "Only peer-reviewed sources about the topic."}))
+
+
+class FaultEndpoint:
+    def __init__(self, script):
+        self.script = list(script)
+        self.requests = []  # (time, authorization header, body)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                auth = self.headers.get("Authorization", "")
+                with endpoint.lock:
+                    i = len(endpoint.requests)
+                    endpoint.requests.append((time.monotonic(), auth, body))
+                    endpoint.in_flight += 1
+                    endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
+                reply = endpoint.script[min(i, len(endpoint.script) - 1)]
+                try:
+                    self.answer(reply, auth)
+                finally:
+                    with endpoint.lock:
+                        endpoint.in_flight -= 1
+
+            def answer(self, reply, auth):
+                kind, arg = (reply, None) if isinstance(reply, str) else reply
+                headers = {}
+                if kind == "good":
+                    status, text = 200, GOOD
+                elif kind in ("slow", "stall"):
+                    time.sleep(arg)
+                    status, text = 200, GOOD
+                elif kind == "429":
+                    status, text, headers = 429, '{"error": {"message": "rate limited"}}', {"Retry-After": str(arg)}
+                elif kind == "500":
+                    status, text = 500, "internal error"
+                elif kind == "malformed":
+                    status, text = 200, '{"choices": ['
+                elif kind == "schema":
+                    status, text = 200, completion('{"verdict": "maybe"}')
+                elif kind == "401":
+                    status, text = 401, "Incorrect API key provided: " + auth.removeprefix("Bearer ")
+                else:
+                    raise ValueError(kind)
+                data = text.encode()
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a cancel): fine
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
