@@ -16,7 +16,12 @@ CLUSTER=$INF_IR_HOME/bench-cluster
 [ -f "$SCIFACT_DIR/corpus.jsonl" ] || { echo "skipped: $SCIFACT_DIR/corpus.jsonl not found"; exit 0; }
 start_cluster "$CLUSTER" "$PORT"
 HUGE_BEFORE=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo 0)
-trap 'stop_cluster "$CLUSTER"; [ "${HUGE_PAGES:-0}" = 1 ] && echo "$HUGE_BEFORE" > /proc/sys/vm/nr_hugepages' EXIT
+# After a huge-pages run the setting goes back to off before the pages do:
+# the next start of this cluster must not ask for pages that are gone.
+trap 'if [ "${HUGE_PAGES:-0}" = 1 ]; then
+        psql -h 127.0.0.1 -p "$PORT" -U postgres -X -q -c "ALTER SYSTEM SET huge_pages = off" >/dev/null 2>&1 || true
+        stop_cluster "$CLUSTER"; echo "$HUGE_BEFORE" > /proc/sys/vm/nr_hugepages
+      else stop_cluster "$CLUSTER"; fi' EXIT
 if [ "${HUGE_PAGES:-0}" = 1 ]; then
   # 4 GB of shared_buffers plus PostgreSQL's other shared memory.
   echo 2200 > /proc/sys/vm/nr_hugepages || die "HUGE_PAGES=1 needs root (vm.nr_hugepages)"

@@ -82,7 +82,10 @@ class FaultEndpoint:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a cancel): fine
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # socketserver's 5 drops simultaneous connects (1 s SYN retry)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -108,6 +108,30 @@ def main():
           f"401 is not retried and its echo of the key is scrubbed: {str(e).strip()[:120]}")
     server.close()
 
+    # A batch: one row per element, a failed element does not fail the call.
+    server = endpoint(["good", "401", "good"], max_concurrency=1)
+    rows = conn.execute("SELECT ord, reply, failure, attempts FROM inf_llm_batch('faults', 'instruction', "
+                        "array_fill(%s::jsonb, ARRAY[3]))", (SLOTS,)).fetchall()
+    check([r[0] for r in rows] == [1, 2, 3] and rows[0][1] is not None and rows[2][1] is not None
+          and rows[1][1] is None and rows[1][2].startswith("HTTP 401") and KEY not in rows[1][2],
+          f"inf_llm_batch: elements 1 and 3 answered, 2 failed ({rows[1][2][:60]!r}) without failing the call")
+    server.close()
+    server = endpoint([("slow", 0.2)], max_concurrency=8)
+    conn.execute("SELECT count(*) FROM inf_llm_batch('faults', 'instruction', array_fill(%s::jsonb, ARRAY[24]))",
+                 (SLOTS,))
+    check(server.max_in_flight == 8, f"24 requests with max_concurrency 8: {server.max_in_flight} in flight at most")
+    server.close()
+    server = endpoint(["good"], max_concurrency=8, requests_per_minute=600)
+    t0 = time.monotonic()
+    conn.execute("SELECT count(*) FROM inf_llm_batch('faults', 'instruction', array_fill(%s::jsonb, ARRAY[40]))",
+                 (SLOTS,))
+    times = sorted(r[0] for r in server.requests)
+    # After the first second's burst (10), requests come at 10 a second.
+    rate = (len(times) - 11) / (times[-1] - times[10])
+    check(len(times) == 40 and rate <= 11.0,
+          f"requests_per_minute 600 (10/s): 40 requests in {time.monotonic() - t0:.2f} s, {rate:.2f}/s after the burst")
+    server.close()
+
     # statement_timeout and a cancel while a request stalls.
     server = endpoint([("stall", 20)])
     conn.execute("SET statement_timeout = '1s'")

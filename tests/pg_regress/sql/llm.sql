@@ -30,6 +30,8 @@ SELECT inf_llm_chat('local', 'instruction', '{"query": "q"}', 7);
 SELECT inf_llm_chat('local', 'instruction', '{"query": "q"}');
 SELECT inf_llm_chat('local', 'instruction', '["q"]');
 SELECT inf_llm_chat('local', 'instruction', '{"query": 5, "passage": "p"}');
+SELECT count(*) FROM inf_llm_batch('local', 'instruction', ARRAY[]::jsonb[]);
+SELECT * FROM inf_llm_batch('local', 'instruction', ARRAY['{"query": "q", "passage": "p"}', '{"query": 1}']::jsonb[]);
 SELECT inf_set_endpoint('keyed', 'http://127.0.0.1:9/v1', 'm', api_key_env => 'INF_IR_REGRESS_NO_SUCH_VAR');
 SELECT inf_llm_chat('keyed', 'instruction', '{"query": "q", "passage": "p"}');
 SELECT inf_set_endpoint('keyfile', 'http://127.0.0.1:9/v1', 'm', api_key_file => '/nonexistent/inf_ir.key');
@@ -45,6 +47,7 @@ INSERT INTO inf_ir.llm_endpoints(name, base_url, model) VALUES ('mine', 'http://
 UPDATE inf_ir.llm_endpoints SET base_url = 'http://evil.example';
 INSERT INTO inf_ir.llm_prompts(stage, version, template, reply_schema) VALUES ('judge', 9, 't', '{}');
 SELECT inf_llm_chat('local', 'instruction', '{"query": "q", "passage": "p"}');
+SELECT * FROM inf_llm_batch('local', 'instruction', ARRAY['{"query": "q", "passage": "p"}']::jsonb[]);
 RESET ROLE;
 DROP ROLE inf_ir_llm_user;
 
