@@ -267,6 +267,7 @@ fn inf_llm_chat(endpoint: &str, stage: &str, slots: JsonB, prompt_version: defau
 /// `max_concurrency` at once and within its rate limits; a row per element
 /// (`ord` from 1): the checked reply, or why it failed and what the model
 /// said. A failed element does not fail the call; a cancel does.
+#[allow(clippy::type_complexity)] // pgrx needs the literal row type
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_llm_batch(
     endpoint: &str,
