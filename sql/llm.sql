@@ -112,6 +112,11 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'an endpoint makes the server open network connections; ask a superuser';
     END IF;
+    IF inf_set_endpoint.name IS NULL OR inf_set_endpoint.base_url IS NULL OR inf_set_endpoint.model IS NULL THEN
+        RAISE EXCEPTION 'name, base_url and model must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'for example inf_set_endpoint(''local'', ''http://127.0.0.1:8000/v1'', ''my-model'')';
+    END IF;
     INSERT INTO inf_ir.llm_endpoints AS e (name, base_url, model, api_key_env, api_key_file, reply_format,
         max_concurrency, requests_per_minute, tokens_per_minute, timeout_ms, max_output_tokens, temperature,
         input_price_per_million, output_price_per_million)

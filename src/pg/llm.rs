@@ -168,6 +168,17 @@ impl Prompt {
     }
 }
 
+/// `value`, or an ERROR saying that `what` is NULL.
+fn required<T>(value: Option<T>, what: &str) -> T {
+    value.unwrap_or_else(|| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what} must not be NULL"),
+            "inf_llm_chat(endpoint, stage, slots) / inf_llm_batch(endpoint, stage, slots[]): stages are instruction, negatives, judge",
+        )
+    })
+}
+
 /// `slots` as named strings, or an ERROR naming the bad one (`which`
 /// says which element of a batch, when there are several).
 fn slot_values<'a>(slots: &'a Value, which: &str) -> HashMap<&'a str, &'a str> {
@@ -251,8 +262,15 @@ fn run_stage(endpoint: &str, stage: &str, slots: &[Value], prompt_version: Optio
 /// return the reply, checked against the prompt's schema. Retries 429, 5xx,
 /// timeouts and unusable replies; an ERROR says why the last attempt failed.
 #[pg_extern(volatile, parallel_unsafe)]
-fn inf_llm_chat(endpoint: &str, stage: &str, slots: JsonB, prompt_version: default!(Option<i32>, "NULL")) -> JsonB {
-    match run_stage(endpoint, stage, &[slots.0], prompt_version).pop() {
+fn inf_llm_chat(
+    endpoint: Option<&str>,
+    stage: Option<&str>,
+    slots: Option<JsonB>,
+    prompt_version: default!(Option<i32>, "NULL"),
+) -> JsonB {
+    let (endpoint, stage) = (required(endpoint, "endpoint"), required(stage, "stage"));
+    let slots = required(slots, "slots").0;
+    match run_stage(endpoint, stage, &[slots], prompt_version).pop() {
         Some(Outcome::Done { reply, .. }) => JsonB(reply.value),
         Some(Outcome::Failed { reason, attempts, .. }) => raise_with(
             PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
@@ -270,9 +288,9 @@ fn inf_llm_chat(endpoint: &str, stage: &str, slots: JsonB, prompt_version: defau
 #[allow(clippy::type_complexity)] // pgrx needs the literal row type
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_llm_batch(
-    endpoint: &str,
-    stage: &str,
-    slots: Vec<JsonB>,
+    endpoint: Option<&str>,
+    stage: Option<&str>,
+    slots: Option<Vec<Option<JsonB>>>,
     prompt_version: default!(Option<i32>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -286,7 +304,12 @@ fn inf_llm_batch(
         name!(completion_tokens, i64),
     ),
 > {
-    let slots: Vec<Value> = slots.into_iter().map(|j| j.0).collect();
+    let (endpoint, stage) = (required(endpoint, "endpoint"), required(stage, "stage"));
+    let slots: Vec<Value> = required(slots, "slots")
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| required(s, &format!("slots element {}", i + 1)).0)
+        .collect();
     let rows: Vec<_> = run_stage(endpoint, stage, &slots, prompt_version)
         .into_iter()
         .enumerate()

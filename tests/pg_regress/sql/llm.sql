@@ -31,6 +31,14 @@ SELECT inf_llm_chat('local', 'instruction', '{"query": "q"}');
 SELECT inf_llm_chat('local', 'instruction', '["q"]');
 SELECT inf_llm_chat('local', 'instruction', '{"query": 5, "passage": "p"}');
 SELECT count(*) FROM inf_llm_batch('local', 'instruction', ARRAY[]::jsonb[]);
+-- NULLs.
+SELECT inf_llm_chat(NULL, 'instruction', '{}');
+SELECT inf_llm_chat('local', NULL, '{}');
+SELECT inf_llm_chat('local', 'instruction', NULL);
+SELECT * FROM inf_llm_batch('local', 'instruction', NULL);
+SELECT * FROM inf_llm_batch('local', 'instruction', ARRAY['{"query": "q", "passage": "p"}', NULL]::jsonb[]);
+SELECT inf_set_endpoint(NULL, 'http://x', 'm');
+SELECT inf_drop_endpoint(NULL);
 SELECT * FROM inf_llm_batch('local', 'instruction', ARRAY['{"query": "q", "passage": "p"}', '{"query": 1}']::jsonb[]);
 SELECT inf_set_endpoint('keyed', 'http://127.0.0.1:9/v1', 'm', api_key_env => 'INF_IR_REGRESS_NO_SUCH_VAR');
 SELECT inf_llm_chat('keyed', 'instruction', '{"query": "q", "passage": "p"}');
