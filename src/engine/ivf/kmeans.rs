@@ -30,6 +30,11 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }

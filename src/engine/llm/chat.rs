@@ -132,7 +132,8 @@ fn strip_fence(text: &str) -> &str {
     rest.strip_suffix("```").unwrap_or(rest).trim()
 }
 
-fn truncate(s: &str, max_chars: usize) -> &str {
+/// The first `max_chars` characters of `s`.
+pub(super) fn truncate(s: &str, max_chars: usize) -> &str {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => &s[..i],
         None => s,

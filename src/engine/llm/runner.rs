@@ -14,6 +14,7 @@ use super::chat::{BadReply, ChatReply};
 use super::rate_limit::Limits;
 use super::retry::{Failure, RetryPolicy};
 use super::transport::{self, Endpoint};
+use crate::engine::ivf::kmeans::SplitMix;
 use crate::engine::{EngineResult, Interrupt};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -169,7 +170,7 @@ impl Drop for StopOnDrop<'_> {
 
 fn work(shared: &Shared, results: &mpsc::Sender<(usize, Outcome)>) {
     let agent = transport::agent(shared.endpoint.timeout);
-    let mut jitter = Jitter::seeded();
+    let mut jitter = jitter();
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return;
@@ -187,7 +188,7 @@ fn work(shared: &Shared, results: &mpsc::Sender<(usize, Outcome)>) {
 }
 
 /// Every attempt of one job; None when told to stop.
-fn attempt_all(shared: &Shared, agent: &ureq::Agent, job: &Job, jitter: &mut Jitter) -> Option<Outcome> {
+fn attempt_all(shared: &Shared, agent: &ureq::Agent, job: &Job, jitter: &mut SplitMix) -> Option<Outcome> {
     let policy = shared.settings.policy;
     let mut attempt = 0;
     loop {
@@ -234,29 +235,13 @@ fn attempt_all(shared: &Shared, agent: &ureq::Agent, job: &Job, jitter: &mut Jit
     }
 }
 
-/// xorshift64*: uniform draws for backoff jitter (no need for a crate).
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let thread = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            std::thread::current().id().hash(&mut h);
-            h.finish()
-        };
-        Jitter((nanos ^ thread) | 1)
-    }
-
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A generator for backoff jitter, seeded apart per thread and run.
+fn jitter() -> SplitMix {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    SplitMix(h.finish())
 }
 
 #[cfg(test)]

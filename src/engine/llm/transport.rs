@@ -4,6 +4,7 @@
 //! from any text that could reach an error, a table or the log: some
 //! providers echo a key in their 401 message.
 
+use super::chat::truncate;
 use super::retry::{parse_retry_after, Failure};
 use super::secret::Secret;
 use std::time::{Duration, SystemTime};
@@ -62,12 +63,8 @@ pub fn post(agent: &ureq::Agent, endpoint: &Endpoint, body: &str) -> Result<Stri
     let mut response = match request.send(body) {
         Ok(r) => r,
         Err(e) => {
-            let failure = match e {
-                ureq::Error::Timeout(_) => Failure::Timeout,
-                _ => Failure::Connection,
-            };
             return Err(FailedAttempt {
-                failure,
+                failure: failure_of(&e),
                 retry_after: None,
                 detail: scrub(format!("{} did not answer: {e}", endpoint.url)),
             });
@@ -88,21 +85,28 @@ pub fn post(agent: &ureq::Agent, endpoint: &Endpoint, body: &str) -> Result<Stri
             detail: scrub(format!("HTTP {status}: {}", cut(&text))),
         }),
         Err(e) => Err(FailedAttempt {
-            failure: match e {
-                ureq::Error::Timeout(_) => Failure::Timeout,
-                _ => Failure::Connection,
-            },
+            failure: failure_of(&e),
             retry_after,
             detail: scrub(format!("HTTP {status}, reading the body failed: {e}")),
         }),
     }
 }
 
+/// A transport error as the retry policy sees it.
+fn failure_of(e: &ureq::Error) -> Failure {
+    match e {
+        ureq::Error::Timeout(_) => Failure::Timeout,
+        _ => Failure::Connection,
+    }
+}
+
 fn cut(text: &str) -> String {
     let text = text.trim();
-    match text.char_indices().nth(DETAIL_CHARS) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
+    let kept = truncate(text, DETAIL_CHARS);
+    if kept.len() < text.len() {
+        format!("{kept}...")
+    } else {
+        kept.to_string()
     }
 }
 

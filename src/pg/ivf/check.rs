@@ -76,7 +76,7 @@ fn inf_index_check(
         let (_, shape) = shape::load(index_rel);
         lists = shape.lists.len() as i32;
         let snapshot = pg_sys::GetActiveSnapshot();
-        let mut code = vec![0u8; codes::code_len(shape.dim)];
+        let mut code = vec![0u8; codes::code_len(shape.dim())];
         let mut pages = Pages {
             index: index_rel,
             shape: &shape,
@@ -88,7 +88,7 @@ fn inf_index_check(
             for (key, stored) in entries {
                 counts.0 += 1;
                 let seen = rows.with_vector(pages::unpack_tid(key), snapshot, |visible, v| {
-                    let same = v.len() == shape.dim && {
+                    let same = v.len() == shape.dim() && {
                         let unit = vector::unit(v, "a stored vector");
                         pages::encode_code(&unit, shape.centroid(list as usize), &shape.rotation, &mut code);
                         code == stored

@@ -146,12 +146,12 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
         state.done = true;
         return;
     }
-    if query.len() != shape.dim {
+    if query.len() != shape.dim() {
         vector::raise_dimension_mismatch(
             "the query vector",
             query.len(),
             &pages::relation_name(index),
-            shape.dim,
+            shape.dim(),
             "embed the query with the corpus's model, e.g. inf_embed_query(instruction, query, model)",
         );
     }

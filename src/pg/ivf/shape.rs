@@ -21,7 +21,6 @@ pub struct ListLocation {
 
 pub struct Shape {
     pub build_id: u64,
-    pub dim: usize,
     pub centroids: Centroids,
     pub lists: Vec<ListLocation>,
     /// The rotation every code of the index was made with.
@@ -29,6 +28,11 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Dimension of the indexed vectors (also of an index without lists).
+    pub fn dim(&self) -> usize {
+        self.centroids.dim()
+    }
+
     pub fn centroid(&self, list: usize) -> &[f32] {
         self.centroids.get(list)
     }
@@ -84,7 +88,6 @@ unsafe fn read_directory(index: pg_sys::Relation, meta: &Meta) -> Shape {
     }
     Shape {
         build_id: meta.build_id,
-        dim,
         centroids: Centroids::new(centroids, dim),
         lists,
         rotation: Rotation::new(dim, pages::ROTATION_SEED),
