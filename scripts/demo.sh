@@ -46,6 +46,34 @@ FROM inf_search('about recommended dosage, not fractures', 'does vitamin d preve
 SELECT mode, state, host_pid, models, requests, batches, round(tokens_per_second) AS tokens_per_second
 FROM inf_ir.worker_status;
 SQL
+step "The InF-IR synthesis stages from SQL, with the small local LLM (Gemma 3 270M via llama-cpp-python)"
+LLM_PORT=${INF_IR_DEMO_LLM_PORT:-8433}
+start_llm_server "$LLM_PORT"
+trap stop_llm_server EXIT
+"${PSQL[@]}" -d inf_ir_demo <<SQL
+-- Three seed pairs: a query and the sample passage that answers it.
+INSERT INTO inf_ir.seed_queries(query_id, text, source) VALUES
+  ('q1', 'does vitamin d prevent fractures', 'demo'), ('q2', 'is coffee good for you', 'demo'),
+  ('q3', 'when was the eiffel tower built', 'demo');
+INSERT INTO inf_ir.seed_passages(passage_id, text, source)
+  SELECT external_id, body, 'demo' FROM inf_ir.passages WHERE external_id IN ('5', '8', '10');
+INSERT INTO inf_ir.seed_qrels VALUES ('q1', '5', 1), ('q2', '8', 1), ('q3', '10', 1);
+SELECT inf_set_endpoint('gemma', 'http://127.0.0.1:$LLM_PORT/v1', 'gemma3-270m', reply_format => 'json_object',
+                        max_concurrency => 1, max_output_tokens => 160, max_attempts => 2);
+CALL inf_synthesize('instruction', 'gemma');
+CALL inf_synthesize('negatives', 'gemma');
+CALL inf_synthesize('judge', 'gemma');
+SELECT run_id, stage, state, done, failed, skipped, items_per_second, prompt_tokens + completion_tokens AS tokens
+FROM inf_ir.llm_progress ORDER BY run_id;
+SELECT stage, item, left(failure, 70) AS failure FROM inf_ir.llm_failures;
+SELECT group_id, query, left(instruction, 70) AS instruction, generator FROM inf_ir.tuple_groups ORDER BY group_id;
+SELECT group_id, kind, left(altered, 50) AS altered, left(passage, 50) AS passage FROM inf_ir.tuple_negatives
+ORDER BY group_id, kind;
+SELECT group_id, evaluator, pos_pos, ineg_pos, ineg_own, qneg_pos, qneg_own, ambiguous FROM inf_ir.validation_scores;
+SELECT left(line, 160) AS exported FROM inf_export_tuples_jsonl() AS line;
+SQL
+stop_llm_server
+
 echo
 echo "Done. The server keeps running: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres inf_ir_demo"
 echo "Stop it with: runuser -u postgres -- $PG_BIN/pg_ctl -D $DEMO_CLUSTER stop"

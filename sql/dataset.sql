@@ -32,13 +32,16 @@ CREATE TABLE inf_ir.tuple_groups (
     source        text NOT NULL,
     generator     text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
-    status        text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'rejected'))
+    status        text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'rejected')),
+    -- The judged seed passage the positive was made from, when known.
+    seed_passage_id text REFERENCES inf_ir.seed_passages ON DELETE SET NULL
 );
 -- The same positive is never stored twice (idempotent imports); hashed
 -- because passages can exceed a btree entry.
 CREATE UNIQUE INDEX tuple_groups_positive_key
     ON inf_ir.tuple_groups (md5(query || chr(1) || instruction || chr(1) || passage));
 CREATE INDEX tuple_groups_status ON inf_ir.tuple_groups (status);
+CREATE INDEX tuple_groups_seed_pair ON inf_ir.tuple_groups (seed_query_id, seed_passage_id);
 
 CREATE TABLE inf_ir.tuple_negatives (
     group_id   bigint NOT NULL REFERENCES inf_ir.tuple_groups ON DELETE CASCADE,
@@ -81,6 +84,8 @@ CREATE TABLE inf_ir.validation_scores (
     qneg_pos    real NOT NULL,
     ineg_own    real NOT NULL,
     qneg_own    real NOT NULL,
+    -- An LLM judge's flag: the group could be judged either way (rejected).
+    ambiguous   boolean,
     computed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_id, evaluator)
 );
@@ -170,7 +175,8 @@ END $$;
 -- Re-apply a margin to stored scores (no embedding): a group is accepted when
 -- the positive passage prefers the true pair over both altered pairs, and each
 -- negative passage prefers its own altered pair over the positive passage,
--- each by at least margin. Groups without both negatives or scores stay pending.
+-- each by at least margin, and no judge found it ambiguous. Groups without
+-- both negatives or scores stay pending.
 CREATE FUNCTION @extschema@.inf_apply_validation(margin real DEFAULT 0.0, evaluator text DEFAULT NULL)
 RETURNS TABLE(accepted bigint, rejected bigint, pending bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
@@ -180,7 +186,8 @@ BEGIN
         RAISE EXCEPTION 'margin must not be NULL' USING ERRCODE = 'invalid_parameter_value', HINT = 'for example 0.05';
     END IF;
     UPDATE inf_ir.tuple_groups g
-    SET status = CASE WHEN v.pos_pos - v.ineg_pos >= inf_apply_validation.margin
+    SET status = CASE WHEN v.ambiguous IS NOT TRUE
+                           AND v.pos_pos - v.ineg_pos >= inf_apply_validation.margin
                            AND v.pos_pos - v.qneg_pos >= inf_apply_validation.margin
                            AND v.ineg_own - v.ineg_pos >= inf_apply_validation.margin
                            AND v.qneg_own - v.qneg_pos >= inf_apply_validation.margin

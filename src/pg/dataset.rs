@@ -174,14 +174,14 @@ fn inf_form_positives(
                              (SELECT q.query_id FROM inf_ir.seed_queries q WHERE q.text = i.origin ORDER BY q.query_id LIMIT 1)) AS qid
              FROM input i WHERE btrim(i.instruction) <> ''),
          matched AS (
-             SELECT r.n, r.qid, r.instruction, q.text AS query, p.text AS passage
+             SELECT r.n, r.qid, p.passage_id AS pid, r.instruction, q.text AS query, p.text AS passage
              FROM resolved r JOIN inf_ir.seed_queries q ON q.query_id = r.qid
              JOIN inf_ir.seed_qrels j ON j.query_id = q.query_id AND j.relevance > 0
              JOIN inf_ir.seed_passages p ON p.passage_id = j.passage_id),
          ins AS (
-             INSERT INTO inf_ir.tuple_groups(seed_query_id, query, instruction, passage, source, generator)
+             INSERT INTO inf_ir.tuple_groups(seed_query_id, seed_passage_id, query, instruction, passage, source, generator)
              SELECT DISTINCT ON (md5(query || chr(1) || instruction || chr(1) || passage))
-                    qid, query, instruction, passage, $4, $5
+                    qid, pid, query, instruction, passage, $4, $5
              FROM matched ORDER BY md5(query || chr(1) || instruction || chr(1) || passage), n
              ON CONFLICT ((md5(query || chr(1) || instruction || chr(1) || passage))) DO NOTHING
              RETURNING 1)

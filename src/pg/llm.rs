@@ -9,7 +9,7 @@ use crate::engine::llm::chat::{parse_reply, ChatRequest, ReplyFormat};
 use crate::engine::llm::retry::RetryPolicy;
 use crate::engine::llm::runner::{self, Job, Outcome, Settings};
 use crate::engine::llm::secret::{self, Secret};
-use crate::engine::llm::{prompt, transport};
+use crate::engine::llm::{prompt, stages, transport};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::Value;
@@ -32,6 +32,11 @@ pub struct EndpointRow {
     pub timeout: Duration,
     pub max_output_tokens: u32,
     pub temperature: f64,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Dollars per million prompt / completion tokens, when known.
+    pub input_price: Option<f64>,
+    pub output_price: Option<f64>,
 }
 
 impl EndpointRow {
@@ -39,7 +44,8 @@ impl EndpointRow {
         let row = Spi::connect(|client| {
             let rows = client.select(
                 "SELECT base_url, model, api_key_env, api_key_file, reply_format, max_concurrency,
-                        requests_per_minute, tokens_per_minute, timeout_ms, max_output_tokens, temperature
+                        requests_per_minute, tokens_per_minute, timeout_ms, max_output_tokens, temperature,
+                        input_price_per_million::float8, output_price_per_million::float8, max_attempts
                  FROM inf_ir.llm_endpoints WHERE name = $1",
                 Some(1),
                 &[name.into()],
@@ -61,6 +67,9 @@ impl EndpointRow {
                 timeout: Duration::from_millis(r.get::<i32>(9)?.unwrap_or(60000).max(1) as u64),
                 max_output_tokens: r.get::<i32>(10)?.unwrap_or(512).max(1) as u32,
                 temperature: r.get::<f32>(11)?.unwrap_or(0.7) as f64,
+                input_price: r.get::<f64>(12)?,
+                output_price: r.get::<f64>(13)?,
+                max_attempts: r.get::<i32>(14)?.unwrap_or(5).max(1) as u32,
             }))
         })
         .unwrap_or_else(|e| pgrx::error!("inf_ir: reading inf_ir.llm_endpoints: {e}"));
@@ -106,7 +115,10 @@ impl EndpointRow {
     pub fn settings(&self) -> Settings {
         Settings {
             concurrency: self.max_concurrency,
-            policy: RetryPolicy::default(),
+            policy: RetryPolicy {
+                max_attempts: self.max_attempts,
+                ..RetryPolicy::default()
+            },
             requests_per_minute: self.requests_per_minute,
             tokens_per_minute: self.tokens_per_minute,
         }
@@ -119,13 +131,15 @@ pub struct Prompt {
     pub system: String,
     pub template: String,
     pub reply_schema: Value,
+    /// Slot values are cut to this many characters.
+    pub max_slot_chars: usize,
 }
 
 impl Prompt {
     pub fn load(stage: &str, version: Option<i32>) -> Self {
         let found = Spi::connect(|client| {
             let rows = client.select(
-                "SELECT version, system, template, reply_schema FROM inf_ir.llm_prompts
+                "SELECT version, system, template, reply_schema, max_slot_chars FROM inf_ir.llm_prompts
                  WHERE stage = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
                 Some(1),
                 &[stage.into(), version.into()],
@@ -138,6 +152,7 @@ impl Prompt {
                 system: r.get::<String>(2)?.unwrap_or_default(),
                 template: r.get::<String>(3)?.unwrap_or_default(),
                 reply_schema: r.get::<JsonB>(4)?.map(|j| j.0).unwrap_or(Value::Null),
+                max_slot_chars: r.get::<i32>(5)?.unwrap_or(4000).max(1) as usize,
             }))
         })
         .unwrap_or_else(|e| pgrx::error!("inf_ir: reading inf_ir.llm_prompts: {e}"));
@@ -153,9 +168,14 @@ impl Prompt {
         })
     }
 
-    /// The user message with `slots` filled.
+    /// The user message with `slots` filled, each cut to `max_slot_chars`.
     pub fn render(&self, stage: &str, slots: &HashMap<&str, &str>) -> String {
-        prompt::render(&self.template, slots).unwrap_or_else(|e| {
+        let clipped: Vec<(&str, std::borrow::Cow<str>)> = slots
+            .iter()
+            .map(|(name, value)| (*name, stages::clip(value, self.max_slot_chars)))
+            .collect();
+        let values: HashMap<&str, &str> = clipped.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+        prompt::render(&self.template, &values).unwrap_or_else(|e| {
             raise_with(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("prompt \"{stage}\" version {}: {e}", self.version),
@@ -165,6 +185,28 @@ impl Prompt {
                 ),
             )
         })
+    }
+
+    /// The request for one rendered user message to `row`'s endpoint.
+    pub fn job(&self, row: &EndpointRow, stage: &str, key: usize, user: &str) -> Job {
+        let body = ChatRequest {
+            model: &row.model,
+            system: &self.system,
+            user,
+            temperature: row.temperature,
+            max_tokens: row.max_output_tokens,
+            reply_name: stage,
+            reply_schema: &self.reply_schema,
+            reply_format: row.reply_format,
+        }
+        .body()
+        .to_string();
+        Job {
+            key,
+            // About four characters a token, plus all the output allowed.
+            estimated_tokens: ((self.system.len() + user.len()) / 4) as f64 + row.max_output_tokens as f64,
+            body,
+        }
     }
 }
 
@@ -218,24 +260,7 @@ fn run_stage(endpoint: &str, stage: &str, slots: &[Value], prompt_version: Optio
                 String::new()
             };
             let user = prompt.render(stage, &slot_values(s, &which));
-            let body = ChatRequest {
-                model: &row.model,
-                system: &prompt.system,
-                user: &user,
-                temperature: row.temperature,
-                max_tokens: row.max_output_tokens,
-                reply_name: stage,
-                reply_schema: &prompt.reply_schema,
-                reply_format: row.reply_format,
-            }
-            .body()
-            .to_string();
-            Job {
-                key: i,
-                // About four characters a token, plus all the output allowed.
-                estimated_tokens: ((prompt.system.len() + user.len()) / 4) as f64 + row.max_output_tokens as f64,
-                body,
-            }
+            prompt.job(&row, stage, i, &user)
         })
         .collect();
     let schema = prompt.reply_schema.clone();
@@ -244,7 +269,7 @@ fn run_stage(endpoint: &str, stage: &str, slots: &[Value], prompt_version: Optio
         row.transport(),
         jobs,
         row.settings(),
-        Box::new(move |text| parse_reply(text, &schema)),
+        Box::new(move |_, text| parse_reply(text, &schema)),
         &PgInterrupt,
         |key, outcome| {
             outcomes[key] = Some(outcome);
@@ -329,6 +354,7 @@ fn inf_llm_batch(
                 attempts,
                 prompt_tokens,
                 completion_tokens,
+                ..
             } => (
                 i as i32 + 1,
                 None,

@@ -5,6 +5,8 @@ that produces failures, not a stand-in for a model.
 Replies: "good", ("slow", seconds), ("429", retry_after), "500",
 "malformed", "schema" (valid JSON that breaks the instruction schema),
 "401" (echoes the bearer key, as some providers do), ("stall", seconds).
+A "good" reply's content is `good` (a JSON object, by default an
+instruction-stage reply); a callable `good(i)` gives the i-th request's.
 """
 import json
 import threading
@@ -19,12 +21,13 @@ def completion(content):
     })
 
 
-GOOD = completion(json.dumps({"instruction": "Only peer-reviewed sources about the topic."}))
+GOOD = {"instruction": "Only peer-reviewed sources about the topic."}
 
 
 class FaultEndpoint:
-    def __init__(self, script):
+    def __init__(self, script, good=GOOD):
         self.script = list(script)
+        self.good = good
         self.requests = []  # (time, authorization header, body)
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -45,19 +48,20 @@ class FaultEndpoint:
                     endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
                 reply = endpoint.script[min(i, len(endpoint.script) - 1)]
                 try:
-                    self.answer(reply, auth)
+                    self.answer(reply, auth, i)
                 finally:
                     with endpoint.lock:
                         endpoint.in_flight -= 1
 
-            def answer(self, reply, auth):
+            def answer(self, reply, auth, i):
                 kind, arg = (reply, None) if isinstance(reply, str) else reply
                 headers = {}
+                good = endpoint.good(i) if callable(endpoint.good) else endpoint.good
                 if kind == "good":
-                    status, text = 200, GOOD
+                    status, text = 200, completion(json.dumps(good))
                 elif kind in ("slow", "stall"):
                     time.sleep(arg)
-                    status, text = 200, GOOD
+                    status, text = 200, completion(json.dumps(good))
                 elif kind == "429":
                     status, text, headers = 429, '{"error": {"message": "rate limited"}}', {"Retry-After": str(arg)}
                 elif kind == "500":

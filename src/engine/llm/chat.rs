@@ -104,7 +104,14 @@ pub fn parse_reply(body: &str, reply_schema: &Value) -> Result<ChatReply, BadRep
         return Err(bad("the response has no choices[0].message.content".into(), "", usage));
     };
     let finish = choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str);
-    let value: Value = match serde_json::from_str(strip_fence(text)) {
+    let json = strip_fence(text);
+    // llama.cpp's JSON grammar lets raw line breaks into strings; read them
+    // as the escapes they stand for rather than retry a usable reply.
+    let parsed = serde_json::from_str(json).or_else(|e| match escape_controls_in_strings(json) {
+        Some(fixed) => serde_json::from_str(&fixed).map_err(|_| e),
+        None => Err(e),
+    });
+    let value: Value = match parsed {
         Ok(v) => v,
         Err(e) => {
             let cut = if finish == Some("length") {
@@ -122,6 +129,37 @@ pub fn parse_reply(body: &str, reply_schema: &Value) -> Result<ChatReply, BadRep
         prompt_tokens: usage.0,
         completion_tokens: usage.1,
     })
+}
+
+/// `json` with control characters inside strings escaped; None when it has none.
+fn escape_controls_in_strings(json: &str) -> Option<String> {
+    let mut out = String::with_capacity(json.len() + 16);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    for c in json.chars() {
+        if in_string && !escaped && (c as u32) < 0x20 {
+            changed = true;
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                other => out.push_str(&format!("\\u{:04x}", other as u32)),
+            }
+            continue;
+        }
+        out.push(c);
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+    }
+    changed.then_some(out)
 }
 
 /// Models that ignore `response_format` often wrap JSON in a Markdown fence.
@@ -188,6 +226,19 @@ mod tests {
         );
         assert_eq!(ReplyFormat::parse("json_object"), Some(ReplyFormat::JsonObject));
         assert_eq!(ReplyFormat::parse("xml"), None);
+    }
+
+    #[test]
+    fn raw_line_breaks_inside_strings_are_read_as_escapes() {
+        let raw = "{\"instruction\": \"line one\nline two\\\" \tend\"}";
+        let reply = parse_reply(&completion(raw, "stop"), &schema()).unwrap();
+        assert_eq!(reply.value["instruction"], "line one\nline two\" \tend");
+        // Outside strings they are plain white space; nothing to escape.
+        assert_eq!(escape_controls_in_strings("{\n\"a\": 1}"), None);
+        assert_eq!(
+            escape_controls_in_strings("[\"\u{1}\"]").as_deref(),
+            Some("[\"\\u0001\"]")
+        );
     }
 
     #[test]

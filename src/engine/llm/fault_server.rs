@@ -66,7 +66,7 @@ impl FaultServer {
 
     pub fn saw_bearer(&self, key: &str) -> bool {
         let want = format!("Bearer {key}");
-        self.seen.authorization.lock().unwrap().iter().any(|a| *a == want)
+        self.seen.authorization.lock().unwrap().contains(&want)
     }
 }
 

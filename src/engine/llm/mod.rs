@@ -4,6 +4,7 @@
 //! that keeps many requests in flight. (Issue 11: the endpoint registry and
 //! the stage procedures build on these.)
 
+pub mod batch_api;
 pub mod chat;
 #[cfg(test)]
 mod fault_server;
@@ -13,4 +14,5 @@ pub mod retry;
 pub mod runner;
 pub mod schema;
 pub mod secret;
+pub mod stages;
 pub mod transport;

@@ -31,6 +31,19 @@ impl Failure {
             Failure::Timeout | Failure::Connection | Failure::BadReply => true,
         }
     }
+
+    /// Whether, after all its retries, this failure says the endpoint is
+    /// unusable for every request (down, overloaded, a wrong key, URL or
+    /// model) rather than something about one request (an unusable reply, a
+    /// request it refused, a generation that outlasted the timeout). A stage
+    /// run stops on the first kind and records the second and goes on.
+    pub fn is_endpoint_wide(self) -> bool {
+        match self {
+            Failure::Connection => true,
+            Failure::Status(code) => matches!(code, 401 | 403 | 404 | 429) || code >= 500,
+            Failure::Timeout | Failure::BadReply => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +121,27 @@ mod tests {
         }
         assert!(Failure::Timeout.is_transient());
         assert!(Failure::BadReply.is_transient());
+    }
+
+    #[test]
+    fn endpoint_wide_failures_stop_a_run() {
+        for f in [
+            Failure::Connection,
+            Failure::Status(401),
+            Failure::Status(404),
+            Failure::Status(429),
+            Failure::Status(503),
+        ] {
+            assert!(f.is_endpoint_wide(), "{f:?}");
+        }
+        for f in [
+            Failure::BadReply,
+            Failure::Timeout,
+            Failure::Status(400),
+            Failure::Status(422),
+        ] {
+            assert!(!f.is_endpoint_wide(), "{f:?}");
+        }
     }
 
     #[test]

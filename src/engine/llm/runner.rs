@@ -45,6 +45,8 @@ pub enum Outcome {
     /// Every attempt failed, or one failed for good (a 4xx). `text` is the
     /// last reply's text when it came but was unusable.
     Failed {
+        /// What went wrong the last time.
+        failure: Failure,
         reason: String,
         text: String,
         attempts: u32,
@@ -61,8 +63,9 @@ pub struct Settings {
     pub tokens_per_minute: Option<f64>,
 }
 
-/// Checks a 2xx body: the reply, or why it is unusable (then retried).
-pub type Check = dyn Fn(&str) -> Result<ChatReply, BadReply> + Send + Sync;
+/// Checks a 2xx body of the job with the given key: the reply, or why it
+/// is unusable (then retried).
+pub type Check = dyn Fn(usize, &str) -> Result<ChatReply, BadReply> + Send + Sync;
 
 struct Shared {
     endpoint: Endpoint,
@@ -197,7 +200,7 @@ fn attempt_all(shared: &Shared, agent: &ureq::Agent, job: &Job, jitter: &mut Spl
             return None;
         }
         let (failure, retry_after, reason, text, usage) = match transport::post(agent, &shared.endpoint, &job.body) {
-            Ok(body) => match (shared.check)(&body) {
+            Ok(body) => match (shared.check)(job.key, &body) {
                 Ok(reply) => {
                     let used = (reply.prompt_tokens + reply.completion_tokens) as f64;
                     shared.limits.lock().settle(shared.now(), job.estimated_tokens, used);
@@ -224,6 +227,7 @@ fn attempt_all(shared: &Shared, agent: &ureq::Agent, job: &Job, jitter: &mut Spl
             }
             None => {
                 return Some(Outcome::Failed {
+                    failure,
                     reason,
                     text,
                     attempts: attempt,
@@ -259,7 +263,7 @@ mod tests {
 
     fn check() -> Box<Check> {
         let schema = schema();
-        Box::new(move |body| parse_reply(body, &schema))
+        Box::new(move |_, body| parse_reply(body, &schema))
     }
 
     fn settings(concurrency: usize) -> Settings {
@@ -335,8 +339,13 @@ mod tests {
         let server = FaultServer::start(vec![Reply::SchemaViolation; 5]);
         match &collect(&server, 1, settings(1))[0] {
             Outcome::Failed {
-                reason, text, attempts, ..
+                failure,
+                reason,
+                text,
+                attempts,
+                ..
             } => {
+                assert_eq!(*failure, Failure::BadReply);
                 assert_eq!(*attempts, 5);
                 assert!(reason.contains("breaks its schema"), "{reason}");
                 assert!(text.contains("\"verdict\""), "{text}");
@@ -349,7 +358,14 @@ mod tests {
     fn a_client_error_is_not_retried_and_the_key_is_scrubbed() {
         let server = FaultServer::start(vec![Reply::Unauthorized]);
         match &collect(&server, 1, settings(1))[0] {
-            Outcome::Failed { reason, attempts, .. } => {
+            Outcome::Failed {
+                failure,
+                reason,
+                attempts,
+                ..
+            } => {
+                assert_eq!(*failure, Failure::Status(401));
+                assert!(failure.is_endpoint_wide());
                 assert_eq!(*attempts, 1);
                 assert!(reason.starts_with("HTTP 401"), "{reason}");
                 assert!(!reason.contains("sk-test-123456"), "{reason}");

@@ -52,43 +52,82 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 
 /// POST `body` (JSON) to the endpoint; the response body on a 2xx.
 pub fn post(agent: &ureq::Agent, endpoint: &Endpoint, body: &str) -> Result<String, FailedAttempt> {
-    let scrub = |text: String| match &endpoint.api_key {
-        Some(key) => key.scrub(&text),
-        None => text,
+    let request = Request {
+        url: &endpoint.url,
+        api_key: endpoint.api_key.as_ref(),
+        content: Some(("application/json", body.as_bytes())),
+        limit: REPLY_LIMIT,
     };
-    let mut request = agent.post(&endpoint.url).header("Content-Type", "application/json");
-    if let Some(key) = &endpoint.api_key {
-        request = request.header("Authorization", format!("Bearer {}", key.expose()));
-    }
-    let mut response = match request.send(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(FailedAttempt {
+    request.send(agent)
+}
+
+/// The most a chat reply may be (ureq's default).
+const REPLY_LIMIT: u64 = 10 << 20;
+
+/// One HTTP exchange: a POST when there is content, else a GET.
+pub struct Request<'a> {
+    pub url: &'a str,
+    pub api_key: Option<&'a Secret>,
+    /// Content type and body.
+    pub content: Option<(&'a str, &'a [u8])>,
+    /// The most response bytes read.
+    pub limit: u64,
+}
+
+impl Request<'_> {
+    /// The response body on a 2xx; otherwise the failure, classified, key scrubbed.
+    pub fn send(&self, agent: &ureq::Agent) -> Result<String, FailedAttempt> {
+        let scrub = |text: String| match self.api_key {
+            Some(key) => key.scrub(&text),
+            None => text,
+        };
+        let auth = self.api_key.map(|key| format!("Bearer {}", key.expose()));
+        let sent = match self.content {
+            Some((content_type, body)) => {
+                let mut request = agent.post(self.url).header("Content-Type", content_type);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(body)
+            }
+            None => {
+                let mut request = agent.get(self.url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+        };
+        let mut response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(FailedAttempt {
+                    failure: failure_of(&e),
+                    retry_after: None,
+                    detail: scrub(format!("{} did not answer: {e}", self.url)),
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now(), |d| httpdate::parse_http_date(d).ok()));
+        let text = response.body_mut().with_config().limit(self.limit).read_to_string();
+        match text {
+            Ok(text) if (200..300).contains(&status) => Ok(text),
+            Ok(text) => Err(FailedAttempt {
+                failure: Failure::Status(status),
+                retry_after,
+                detail: scrub(format!("HTTP {status}: {}", cut(&text))),
+            }),
+            Err(e) => Err(FailedAttempt {
                 failure: failure_of(&e),
-                retry_after: None,
-                detail: scrub(format!("{} did not answer: {e}", endpoint.url)),
-            });
+                retry_after,
+                detail: scrub(format!("HTTP {status}, reading the body failed: {e}")),
+            }),
         }
-    };
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now(), |d| httpdate::parse_http_date(d).ok()));
-    let text = response.body_mut().read_to_string();
-    match text {
-        Ok(text) if (200..300).contains(&status) => Ok(text),
-        Ok(text) => Err(FailedAttempt {
-            failure: Failure::Status(status),
-            retry_after,
-            detail: scrub(format!("HTTP {status}: {}", cut(&text))),
-        }),
-        Err(e) => Err(FailedAttempt {
-            failure: failure_of(&e),
-            retry_after,
-            detail: scrub(format!("HTTP {status}, reading the body failed: {e}")),
-        }),
     }
 }
 
@@ -100,7 +139,7 @@ fn failure_of(e: &ureq::Error) -> Failure {
     }
 }
 
-fn cut(text: &str) -> String {
+pub(super) fn cut(text: &str) -> String {
     let text = text.trim();
     let kept = truncate(text, DETAIL_CHARS);
     if kept.len() < text.len() {
