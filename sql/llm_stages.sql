@@ -11,6 +11,7 @@ DECLARE
     run bigint;
     n bigint;
     to_send bigint := 0;
+    refused bigint;
     code text;
     message text;
     hint text;
@@ -23,7 +24,9 @@ BEGIN
             IF mode = 'batch' AND to_send > 0 THEN
                 -- The claim is committed; now make the endpoint's batch. A
                 -- send that fails leaves it 'preparing' for inf_synthesize_collect.
-                PERFORM @extschema@.inf_llm_batch_send(to_send);
+                IF @extschema@.inf_llm_batch_send(to_send) = 'refused' THEN
+                    refused := to_send;
+                END IF;
                 to_send := 0;
                 n := 1;
             ELSIF mode = 'batch' THEN
@@ -48,6 +51,17 @@ BEGIN
                     'Run %s stopped; what it committed stays, and CALL inf_synthesize again goes on from there.', run));
         END IF;
         COMMIT;
+        IF refused IS NOT NULL THEN
+            -- The endpoint made no batch (the claim is released): stop, rather than claim the same items again.
+            SELECT b.error INTO message FROM inf_ir.llm_batches b WHERE b.batch_id = refused;
+            message := pg_catalog.format('LLM endpoint "%s" made no batch: %s', endpoint, message);
+            UPDATE inf_ir.llm_runs r SET state = 'failed', error = message,
+                updated_at = pg_catalog.clock_timestamp(), finished_at = pg_catalog.clock_timestamp()
+            WHERE r.run_id = run;
+            COMMIT;
+            RAISE EXCEPTION USING ERRCODE = 'external_routine_exception', MESSAGE = message,
+                HINT = 'its items are pending again; check that the endpoint offers the Batch API, or run without mode => ''batch''';
+        END IF;
         EXIT WHEN n = 0;
     END LOOP;
     UPDATE inf_ir.llm_runs r

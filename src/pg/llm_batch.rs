@@ -13,7 +13,7 @@ use super::interrupt::PgInterrupt;
 use super::llm::{EndpointRow, Prompt};
 use super::llm_pending::{not_yet_done, take_pending, Item};
 use super::llm_writer::{evaluator, generator, stage_of, Writer, Written};
-use crate::engine::llm::batch_api::{self, BatchApi, BatchStatus};
+use crate::engine::llm::batch_api::{self, BatchApi, BatchStatus, Created};
 use crate::engine::llm::chat::parse_reply;
 use crate::engine::llm::retry::{Failure, RetryPolicy};
 use crate::engine::llm::runner::Outcome;
@@ -192,7 +192,9 @@ fn tag(batch_id: i64) -> String {
 }
 
 /// Upload a prepared batch's requests and make the endpoint's batch, or
-/// adopt the one an interrupted call already made; the endpoint's status.
+/// adopt the one an interrupted call already made; the endpoint's status,
+/// or 'refused' when the endpoint certainly made none (then the batch's
+/// items are pending again and the error is in inf_ir.llm_batches).
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_llm_batch_send(batch_id: i64) -> String {
     let Some(batch) = lock_batch(batch_id) else {
@@ -202,16 +204,55 @@ fn inf_llm_batch_send(batch_id: i64) -> String {
         return batch.status;
     }
     let row = EndpointRow::load(&batch.endpoint);
-    let status = send(&batch, &row);
-    record_status(batch.id, &status, true);
-    status.status
+    sent(&batch, send(&batch, &row))
 }
 
-fn send(batch: &BatchRow, row: &EndpointRow) -> BatchStatus {
+enum Sent {
+    Made(BatchStatus),
+    /// Nothing was made at the endpoint; why.
+    Refused(String),
+}
+
+/// Record what sending did; the batch's status.
+fn sent(batch: &BatchRow, outcome: Sent) -> String {
+    match outcome {
+        Sent::Made(status) => {
+            record_status(batch.id, &status, true);
+            status.status
+        }
+        Sent::Refused(why) => {
+            for item in &batch.items {
+                release(batch, item);
+            }
+            Spi::run_with_args(
+                "UPDATE inf_ir.llm_batches SET status = 'refused', error = $2, checked_at = clock_timestamp(),
+                        ingested_at = clock_timestamp() WHERE batch_id = $1",
+                &[batch.id.into(), why.as_str().into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: recording batch {}: {e}", batch.id));
+            Spi::run_with_args(
+                "UPDATE inf_ir.llm_runs SET submitted = submitted - $2, updated_at = clock_timestamp() WHERE run_id = $1",
+                &[batch.run_id.into(), (batch.items.len() as i64).into()],
+            )
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: updating run {}: {e}", batch.run_id));
+            pgrx::warning!(
+                "inf_synthesize: batch {} was not made at \"{}\", its {} items are pending again: {why}",
+                batch.id,
+                batch.endpoint,
+                batch.items.len()
+            );
+            "refused".into()
+        }
+    }
+}
+
+fn send(batch: &BatchRow, row: &EndpointRow) -> Sent {
     let api = api(row);
     let tag = tag(batch.id);
+    // An earlier call may have made it and been cut off before recording it;
+    // if the endpoint cannot say, nothing is safe to assume (ERROR, retried later).
     if let Some(made) = api.find("inf_ir_batch", &tag, &PgInterrupt).or_raise() {
-        return made;
+        return Sent::Made(made);
     }
     let prompt = Prompt::load(batch.stage.name(), Some(batch.prompt_version));
     let mut jsonl = String::new();
@@ -222,18 +263,25 @@ fn send(batch: &BatchRow, row: &EndpointRow) -> BatchStatus {
         jsonl.push_str(&batch_api::request_line(&format!("i{i}"), &body));
         jsonl.push('\n');
     }
-    let file_id = api.upload(&jsonl, &PgInterrupt).or_raise();
-    let made = api
-        .create(&file_id, &json!({"inf_ir_batch": tag}), &PgInterrupt)
-        .or_raise();
-    pgrx::notice!(
-        "inf_synthesize: batch {} ({} requests) submitted to \"{}\" as {}",
-        batch.id,
-        batch.items.len(),
-        row.name,
-        made.id
-    );
-    made
+    let file_id = match api.upload(&jsonl, &PgInterrupt) {
+        Ok(id) => id,
+        Err(e) => return Sent::Refused(e.message), // a file alone makes no batch
+    };
+    match api.create(&file_id, &json!({"inf_ir_batch": tag}), &PgInterrupt) {
+        Created::Made(made) => {
+            pgrx::notice!(
+                "inf_synthesize: batch {} ({} requests) submitted to \"{}\" as {}",
+                batch.id,
+                batch.items.len(),
+                row.name,
+                made.id
+            );
+            Sent::Made(made)
+        }
+        Created::NotMade(e) => Sent::Refused(e.message),
+        // It may exist: stay 'preparing'; the next check finds it by its tag or sends again.
+        Created::Unknown(e) => raise(e),
+    }
 }
 
 fn record_status(batch_id: i64, status: &BatchStatus, sent: bool) {
@@ -262,7 +310,10 @@ fn inf_llm_batch_check(batch_id: i64) -> String {
     };
     let row = EndpointRow::load(&batch.endpoint);
     let status = match &batch.remote_id {
-        None => send(&batch, &row),
+        None => match send(&batch, &row) {
+            Sent::Made(status) => status,
+            refused => return sent(&batch, refused),
+        },
         Some(id) => api(&row).get(id, &PgInterrupt).or_raise(),
     };
     record_status(batch.id, &status, batch.remote_id.is_none());

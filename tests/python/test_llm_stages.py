@@ -405,18 +405,36 @@ def batch_tests(db, key_file, llm_url):
           f"after kill -9 and a restart, collect ingests every batch once: run {r[0]}, {r[1]} done, {gens} groups, "
           f"{len(upstream.requests)} requests, cost {r[3]} (half of direct)")
 
-    # An upload refused past the retries: the claimed batch stays 'preparing'; collect sends it.
+    # An upload refused past the retries: no batch was made, so the claim is released and the run stops.
     seed(db, "u", 2)
     uploads = api.uploads
     api.refuse_uploads = 2
     e, _ = db.call("instruction", "bulk", filter="query_id LIKE 'u%'", mode="batch")
-    prep = db.one("SELECT status FROM inf_ir.llm_batches ORDER BY batch_id DESC LIMIT 1")
-    check(e is not None and "HTTP 500" in e.diag.message_primary and prep == "preparing",
-          f"an upload that keeps failing: ERROR {e.diag.message_primary[:60] if e else None!r}, batch {prep}")
-    e, _ = collect(db, wait=True, poll_seconds=1)
-    check(e is None and groups_of(db, "u") == 2 and api.uploads - uploads == 3,
-          f"collect sends the prepared batch and ingests it: {groups_of(db, 'u')} groups, "
+    status, claimed = db.conn.execute(
+        "SELECT status, (SELECT count(*) FROM inf_ir.llm_items i WHERE i.batch_id = b.batch_id) "
+        "FROM inf_ir.llm_batches b ORDER BY batch_id DESC LIMIT 1").fetchone()
+    check(e is not None and "made no batch" in e.diag.message_primary and "HTTP 500" in e.diag.message_primary
+          and status == "refused" and claimed == 0 and db.last_run()["state"] == "failed",
+          f"an upload that keeps failing: {e.diag.message_primary[:90] if e else None!r}; batch {status}, "
+          f"{claimed} items still claimed")
+    e, _ = db.call("instruction", "bulk", filter="query_id LIKE 'u%'", mode="batch")
+    e2, _ = collect(db, wait=True, poll_seconds=1)
+    check(e is None and e2 is None and groups_of(db, "u") == 2 and api.uploads - uploads == 3,
+          f"the rerun submits them again and collect ingests them: {groups_of(db, 'u')} groups, "
           f"{api.uploads - uploads} uploads (2 refused, then 1)")
+
+    # Killed between the claim and the send: collect finds no batch at the endpoint and sends it.
+    seed(db, "p", 2)
+    db.conn.execute("SELECT inf_set_endpoint('bulk', %s, 'm', api_key_file => %s, max_attempts => 1, "
+                    "timeout_ms => 500)", (api.base_url, key_file))
+    api.stop()  # the send cannot even ask whether a batch exists: the claim stays 'preparing'
+    e, _ = db.call("instruction", "bulk", filter="query_id LIKE 'p%'", mode="batch")
+    prep = db.one("SELECT status FROM inf_ir.llm_batches ORDER BY batch_id DESC LIMIT 1")
+    api.start()
+    use(api.base_url)
+    e2, _ = collect(db, wait=True, poll_seconds=1)
+    check(e is not None and prep == "preparing" and e2 is None and groups_of(db, "p") == 2,
+          f"a send cut off before it knows: batch stays {prep}; collect sends it later: {groups_of(db, 'p')} groups")
 
     # A request the endpoint refuses in the batch: a recorded failure.
     seed(db, "v", 2)

@@ -108,6 +108,16 @@ pub fn multipart(boundary: &str, purpose: &str, file_name: &str, data: &[u8]) ->
     body
 }
 
+/// What became of a request to make a batch.
+#[derive(Debug)]
+pub enum Created {
+    Made(BatchStatus),
+    /// The endpoint refused it: there is no batch.
+    NotMade(EngineError),
+    /// No answer (a timeout, a dropped connection): there may be one.
+    Unknown(EngineError),
+}
+
 /// An endpoint's Batch API.
 pub struct BatchApi {
     /// The base URL (`.../v1`).
@@ -143,13 +153,20 @@ impl BatchApi {
     }
 
     /// Make a batch of an uploaded file, tagged with `metadata`.
-    pub fn create(&self, file_id: &str, metadata: &Value, interrupt: &dyn Interrupt) -> EngineResult<BatchStatus> {
+    pub fn create(&self, file_id: &str, metadata: &Value, interrupt: &dyn Interrupt) -> Created {
         let url = format!("{}/batches", self.base);
         let body = json!({"input_file_id": file_id, "endpoint": CHAT_ROUTE, "completion_window": "24h",
                           "metadata": metadata})
         .to_string();
-        let reply = self.call(&url, Some(("application/json", body.as_bytes())), interrupt)?;
-        self.status_of(&url, &reply)
+        match self.call_classified(&url, Some(("application/json", body.as_bytes())), interrupt) {
+            Ok(reply) => match self.status_of(&url, &reply) {
+                Ok(status) => Created::Made(status),
+                Err(e) => Created::Unknown(e),
+            },
+            // An HTTP error status is an answer: no batch was made.
+            Err((Some(Failure::Status(_)), e)) => Created::NotMade(e),
+            Err((_, e)) => Created::Unknown(e),
+        }
     }
 
     pub fn get(&self, batch_id: &str, interrupt: &dyn Interrupt) -> EngineResult<BatchStatus> {
@@ -198,6 +215,16 @@ impl BatchApi {
 
     /// One call, retried on transient failures, the waits cancellable.
     fn call(&self, url: &str, content: Option<(&str, &[u8])>, interrupt: &dyn Interrupt) -> EngineResult<String> {
+        self.call_classified(url, content, interrupt).map_err(|(_, e)| e)
+    }
+
+    /// `call`, with the last attempt's failure (None for a cancel).
+    fn call_classified(
+        &self,
+        url: &str,
+        content: Option<(&str, &[u8])>,
+        interrupt: &dyn Interrupt,
+    ) -> Result<String, (Option<Failure>, EngineError)> {
         let request = Request {
             url,
             api_key: self.api_key.as_ref(),
@@ -208,7 +235,7 @@ impl BatchApi {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            interrupt.checkpoint()?;
+            interrupt.checkpoint().map_err(|e| (None, e))?;
             let failed = match request.send(&self.agent) {
                 Ok(text) => return Ok(text),
                 Err(failed) => failed,
@@ -220,15 +247,16 @@ impl BatchApi {
                     .next_wait(attempt, failed.failure, failed.retry_after, jitter.unit())
             };
             let Some(wait) = wait else {
-                return Err(EngineError::new(
+                let error = EngineError::new(
                     ErrorKind::Inference,
                     format!("Batch API: {} (after {attempt} attempt(s))", failed.detail),
                 )
-                .with_hint("check the endpoint's base_url and key, and that it offers the Batch API"));
+                .with_hint("check the endpoint's base_url and key, and that it offers the Batch API");
+                return Err((Some(failed.failure), error));
             };
             let until = Instant::now() + wait;
             while Instant::now() < until {
-                interrupt.checkpoint()?;
+                interrupt.checkpoint().map_err(|e| (None, e))?;
                 std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
             }
         }
