@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Throughput of inf_llm_batch against an endpoint that answers after a
 fixed delay (tests/python/fault_endpoint.py), for max_concurrency 1, 2, 4
-and 8, and how closely requests_per_minute limits hold. Prints a table and
-writes JSON.
+and 8; the same for a whole stage run (CALL inf_synthesize: requests plus
+the per-item ledger and rows, committed per batch); and how closely
+requests_per_minute limits hold. Prints a table and writes JSON.
 
 Usage: llm_concurrency.py --port P [--delay 0.2] [--requests 32] [--json out.json]
 (a server with inf_ir installed; run by benches/llm_concurrency.sh)
@@ -56,6 +57,28 @@ def main():
         out["concurrency"][c] = {"seconds": seconds, "per_second": rate, "ratio": rate / base, "ok": ok}
         print(f"  max_concurrency {c}: {seconds:.2f} s, {rate:.1f} requests/s, {rate / base:.2f}x one; "
               f"{ok}/{args.requests} replies", flush=True)
+    # A stage run: seed pairs → positives, everything committed per batch.
+    items = 2 * args.requests
+    conn.execute("INSERT INTO inf_ir.seed_queries (query_id, text) SELECT 'b' || i, 'how warm is a cat, case ' || i "
+                 "FROM generate_series(1, %s) i", (items,))
+    conn.execute("INSERT INTO inf_ir.seed_passages (passage_id, text) SELECT 'p' || i, "
+                 "'A healthy cat is at 38.1 to 39.2 degrees Celsius, case ' || i || '.' FROM generate_series(1, %s) i",
+                 (items,))
+    conn.execute("INSERT INTO inf_ir.seed_qrels SELECT 'b' || i, 'p' || i, 1 FROM generate_series(1, %s) i", (items,))
+    out["stage_run"] = {"items": items}
+    base = None
+    for c in (1, 8):
+        conn.execute("TRUNCATE inf_ir.tuple_groups, inf_ir.llm_runs CASCADE")
+        conn.execute("SELECT inf_set_endpoint('bench', %s, 'm', max_concurrency => %s)", (server.base_url, c))
+        t0 = time.monotonic()
+        conn.execute("CALL inf_synthesize('instruction', 'bench', batch_size => 32)")
+        seconds = time.monotonic() - t0
+        made = conn.execute("SELECT count(*) FROM inf_ir.tuple_groups").fetchone()[0]
+        rate = items / seconds
+        base = base or rate
+        out["stage_run"][c] = {"seconds": seconds, "per_second": rate, "ratio": rate / base, "made": made}
+        print(f"  CALL inf_synthesize, max_concurrency {c}: {items} items in {seconds:.2f} s, {rate:.1f} items/s, "
+              f"{rate / base:.2f}x one; {made} positives", flush=True)
     server.close()
     server = FaultEndpoint(["good"])
     for rpm, n in ((120, 40), (600, 100), (3000, 300)):

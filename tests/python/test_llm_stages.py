@@ -515,7 +515,8 @@ def real_llm_test(db, llm_url, data):
           f"inf_export_tuples_jsonl: {len(lines)} rows in the released layout, {made_here} of them from this run")
     example = db.conn.execute(
         "SELECT query_positive, instruction_positive, instruction_negative, query_negative FROM inf_ir.inf_ir_rows "
-        "WHERE query_negative IS NOT NULL ORDER BY group_id LIMIT 1").fetchone()
+        "JOIN inf_ir.tuple_groups g USING (group_id) WHERE g.source = 'msmarco' AND query_negative IS NOT NULL "
+        "ORDER BY group_id LIMIT 1").fetchone()
     print(f"      example: {example}")
     print(f"      stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
