@@ -51,13 +51,15 @@ pub(super) fn pending_sql(stage: Stage, filter: Option<&str>, count_only: bool) 
     let (select, from, pending, item, order, lock) = match stage {
         Stage::Instruction => (
             "c.query_id, c.passage_id, NULL::bigint, c.source, c.query, ''::text, c.passage,
-             NULL::text, NULL::text, NULL::text, NULL::text",
+             NULL::text, NULL::text, NULL::text, NULL::text"
+                .to_string(),
             "inf_ir.seed_qrels AS qr(qr_query_id, qr_passage_id, qr_relevance)
              CROSS JOIN LATERAL (
                  SELECT q.query_id, p.passage_id, q.text AS query, p.text AS passage, q.metadata, q.source,
                         qr.qr_relevance AS relevance
                  FROM inf_ir.seed_queries q, inf_ir.seed_passages p
-                 WHERE q.query_id = qr.qr_query_id AND p.passage_id = qr.qr_passage_id) c",
+                 WHERE q.query_id = qr.qr_query_id AND p.passage_id = qr.qr_passage_id) c"
+                .to_string(),
             "qr.qr_relevance > 0 AND NOT EXISTS (SELECT 1 FROM inf_ir.tuple_groups g
                  WHERE g.seed_query_id = c.query_id AND g.seed_passage_id = c.passage_id)",
             "jsonb_build_array(c.query_id, c.passage_id)::text",
@@ -65,51 +67,47 @@ pub(super) fn pending_sql(stage: Stage, filter: Option<&str>, count_only: bool) 
             "qr",
         ),
         Stage::Negatives | Stage::Judge => {
-            let negatives = stage == Stage::Judge;
-            (
-                if negatives {
-                    "c.seed_query_id, c.seed_passage_id, c.group_id, c.source, c.query, c.instruction, c.passage,
-                     c.instruction_negative, c.instruction_negative_passage, c.query_negative, c.query_negative_passage"
-                } else {
-                    "c.seed_query_id, c.seed_passage_id, c.group_id, c.source, c.query, c.instruction, c.passage,
-                     NULL::text, NULL::text, NULL::text, NULL::text"
-                },
-                if negatives {
-                    "inf_ir.tuple_groups AS tg(tg_group_id, tg_seed_query_id, tg_query, tg_instruction, tg_passage,
-                                               tg_source, tg_generator, tg_created_at, tg_status, tg_seed_passage_id)
-                     CROSS JOIN LATERAL (
-                         SELECT tg.tg_group_id AS group_id, tg.tg_seed_query_id AS seed_query_id,
-                                tg.tg_seed_passage_id AS seed_passage_id, tg.tg_query AS query,
-                                tg.tg_instruction AS instruction, tg.tg_passage AS passage, tg.tg_source AS source,
-                                tg.tg_generator AS generator, tg.tg_status AS status,
-                                ni.altered AS instruction_negative, ni.passage AS instruction_negative_passage,
-                                nq.altered AS query_negative, nq.passage AS query_negative_passage
-                         FROM inf_ir.tuple_negatives ni, inf_ir.tuple_negatives nq
-                         WHERE ni.group_id = tg.tg_group_id AND ni.kind = 'instruction'
-                           AND nq.group_id = tg.tg_group_id AND nq.kind = 'query') c"
-                } else {
-                    "inf_ir.tuple_groups AS tg(tg_group_id, tg_seed_query_id, tg_query, tg_instruction, tg_passage,
-                                               tg_source, tg_generator, tg_created_at, tg_status, tg_seed_passage_id)
-                     CROSS JOIN LATERAL (
-                         SELECT tg.tg_group_id AS group_id, tg.tg_seed_query_id AS seed_query_id,
-                                tg.tg_seed_passage_id AS seed_passage_id, tg.tg_query AS query,
-                                tg.tg_instruction AS instruction, tg.tg_passage AS passage, tg.tg_source AS source,
-                                tg.tg_generator AS generator, tg.tg_status AS status) c"
-                },
-                if negatives {
+            let judge = stage == Stage::Judge;
+            // Columns renamed (tg_*) so that a filter's names resolve to `c` alone.
+            let groups = "inf_ir.tuple_groups AS tg(tg_group_id, tg_seed_query_id, tg_query, tg_instruction, tg_passage,
+                                                   tg_source, tg_generator, tg_created_at, tg_status, tg_seed_passage_id)";
+            let fields = "tg.tg_group_id AS group_id, tg.tg_seed_query_id AS seed_query_id,
+                          tg.tg_seed_passage_id AS seed_passage_id, tg.tg_query AS query,
+                          tg.tg_instruction AS instruction, tg.tg_passage AS passage, tg.tg_source AS source,
+                          tg.tg_generator AS generator, tg.tg_status AS status";
+            let positive =
+                "c.seed_query_id, c.seed_passage_id, c.group_id, c.source, c.query, c.instruction, c.passage";
+            if judge {
+                (
+                    format!(
+                        "{positive}, c.instruction_negative, c.instruction_negative_passage, c.query_negative,
+                         c.query_negative_passage"
+                    ),
+                    format!(
+                        "{groups} CROSS JOIN LATERAL (
+                             SELECT {fields},
+                                    ni.altered AS instruction_negative, ni.passage AS instruction_negative_passage,
+                                    nq.altered AS query_negative, nq.passage AS query_negative_passage
+                             FROM inf_ir.tuple_negatives ni, inf_ir.tuple_negatives nq
+                             WHERE ni.group_id = tg.tg_group_id AND ni.kind = 'instruction'
+                               AND nq.group_id = tg.tg_group_id AND nq.kind = 'query') c"
+                    ),
                     "NOT EXISTS (SELECT 1 FROM inf_ir.validation_scores v
-                                 WHERE v.group_id = c.group_id AND v.evaluator = $1)"
-                } else {
-                    "(SELECT count(*) FROM inf_ir.tuple_negatives n WHERE n.group_id = c.group_id) < 2"
-                },
-                if negatives {
-                    "jsonb_build_array(c.group_id, $1::text)::text"
-                } else {
-                    "c.group_id::text"
-                },
-                "tg.tg_group_id",
-                "tg",
-            )
+                                 WHERE v.group_id = c.group_id AND v.evaluator = $1)",
+                    "jsonb_build_array(c.group_id, $1::text)::text",
+                    "tg.tg_group_id",
+                    "tg",
+                )
+            } else {
+                (
+                    format!("{positive}, NULL::text, NULL::text, NULL::text, NULL::text"),
+                    format!("{groups} CROSS JOIN LATERAL (SELECT {fields}) c"),
+                    "(SELECT count(*) FROM inf_ir.tuple_negatives n WHERE n.group_id = c.group_id) < 2",
+                    "c.group_id::text",
+                    "tg.tg_group_id",
+                    "tg",
+                )
+            }
         }
     };
     let stage = stage.name();
