@@ -25,6 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# PL/Proxy, for sharded corpora (sql/sharding/); optional: without it the sharding tests skip.
+if ! dpkg -s postgresql-15-plproxy >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15-plproxy >/dev/null 2>&1 \
+    || echo "postgresql-15-plproxy could not be installed: sharded corpora are unavailable, their tests skip"
+fi
 echo "ok"
 
 step "cargo-pgrx 0.18.1"

@@ -80,6 +80,10 @@ step "Worker mode: retrieval figures vs ../shared/REFERENCE.md (SciFact search, 
 step "Worker mode: dataset: msmarco-sample import, JSONL round trip, metrics vs an independent implementation"
 "$VENV/bin/python" tests/python/test_dataset.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
 
+step "Worker mode: a corpus sharded over 2 local servers with PL/Proxy (SciFact through the proxy vs one server)"
+"$VENV/bin/python" tests/python/test_sharding.py --port "$TEST_PORT" --pg-bin "$PG_BIN" --home "$INF_IR_HOME" \
+  --data "$PROJECT_ROOT/../shared/data"
+
 step "LLM endpoints: the real local model (Gemma 3 270M via llama-cpp-python) and a fault-injecting endpoint"
 LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}
 start_llm_server "$LLM_PORT"
