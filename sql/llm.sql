@@ -196,9 +196,10 @@ CREATE TABLE inf_ir.llm_runs (
 
 -- Batch mode: one row per Batch API batch. A row is committed (with its
 -- items claimed in inf_ir.llm_items as 'submitted') before anything is
--- sent, and tags the endpoint's batch with its id (metadata inf_ir_batch),
--- so a call killed between the two finds the batch it made instead of
--- making another. `items` holds what each request (custom_id i<n>) is for.
+-- sent, and tags the endpoint's batch with its random `tag` (metadata
+-- inf_ir_batch), so a call killed between the two finds the batch it made
+-- instead of making another. `items` holds what each request (custom_id
+-- i<n>) is for.
 CREATE TABLE inf_ir.llm_batches (
     batch_id       bigserial PRIMARY KEY,
     run_id         bigint NOT NULL REFERENCES inf_ir.llm_runs ON DELETE CASCADE,
@@ -207,6 +208,7 @@ CREATE TABLE inf_ir.llm_batches (
     prompt_version integer NOT NULL,
     requests       integer NOT NULL,
     items          jsonb NOT NULL,
+    tag            uuid NOT NULL DEFAULT gen_random_uuid(),
     remote_id      text,             -- the endpoint's batch id
     status         text NOT NULL DEFAULT 'preparing',  -- then the endpoint's status
     error          text,

@@ -2,7 +2,7 @@
 //! `CALL inf_synthesize(..., mode => 'batch')` claims pending items and
 //! submits them as batches (`inf_llm_batch_prepare` commits the claim and
 //! the inf_ir.llm_batches row first, then `inf_llm_batch_send` uploads and
-//! makes the endpoint's batch, tagged with the row's id);
+//! makes the endpoint's batch, tagged with the row's random tag);
 //! `CALL inf_synthesize_collect()` polls them (`inf_llm_batch_check`) and
 //! ingests finished ones through the same checks and writer as direct runs,
 //! one transaction per batch. Every step is safe to repeat after a
@@ -134,13 +134,15 @@ struct BatchRow {
     items: Vec<Item>,
     remote_id: Option<String>,
     status: String,
+    /// Names the batch at the endpoint (its metadata inf_ir_batch).
+    tag: String,
 }
 
 /// The batch, locked for this transaction; None if another session holds it.
 fn lock_batch(batch_id: i64) -> Option<BatchRow> {
     Spi::connect_mut(|client| {
         let rows = client.update(
-            "SELECT run_id, stage, endpoint, prompt_version, items, remote_id, status
+            "SELECT run_id, stage, endpoint, prompt_version, items, remote_id, status, tag::text
              FROM inf_ir.llm_batches WHERE batch_id = $1 AND ingested_at IS NULL
              FOR UPDATE SKIP LOCKED",
             Some(1),
@@ -160,6 +162,7 @@ fn lock_batch(batch_id: i64) -> Option<BatchRow> {
                 .unwrap_or_else(|e| pgrx::error!("inf_ir: batch {batch_id}'s items are unreadable: {e}")),
             remote_id: r.get::<String>(6)?,
             status: r.get::<String>(7)?.unwrap_or_default(),
+            tag: r.get::<String>(8)?.unwrap_or_default(),
         }))
     })
     .unwrap_or_else(|e| pgrx::error!("inf_ir: reading inf_ir.llm_batches: {e}"))
@@ -175,20 +178,6 @@ fn api(row: &EndpointRow) -> BatchApi {
             ..RetryPolicy::default()
         },
     )
-}
-
-/// The tag that names this batch at the endpoint, unique across servers
-/// and databases sharing an account.
-fn tag(batch_id: i64) -> String {
-    let server = Spi::get_one::<i64>("SELECT system_identifier FROM pg_control_system()")
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-    let db = Spi::get_one::<String>("SELECT current_database()::text")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    format!("{server}/{db}/{batch_id}")
 }
 
 /// Upload a prepared batch's requests and make the endpoint's batch, or
@@ -248,10 +237,10 @@ fn sent(batch: &BatchRow, outcome: Sent) -> String {
 
 fn send(batch: &BatchRow, row: &EndpointRow) -> Sent {
     let api = api(row);
-    let tag = tag(batch.id);
+    let tag = &batch.tag;
     // An earlier call may have made it and been cut off before recording it;
     // if the endpoint cannot say, nothing is safe to assume (ERROR, retried later).
-    if let Some(made) = api.find("inf_ir_batch", &tag, &PgInterrupt).or_raise() {
+    if let Some(made) = api.find("inf_ir_batch", tag, &PgInterrupt).or_raise() {
         return Sent::Made(made);
     }
     let prompt = Prompt::load(batch.stage.name(), Some(batch.prompt_version));

@@ -72,15 +72,12 @@ impl Writer {
                 ..
             } => {
                 let text = (!text.is_empty()).then_some(text.as_str());
-                self.ledger(
-                    item,
-                    "failed",
-                    Some(reason),
-                    text,
-                    *attempts,
-                    (*prompt_tokens, *completion_tokens),
-                );
-                Written::Failed
+                let usage = (*prompt_tokens, *completion_tokens);
+                if self.ledger(item, "failed", Some(reason), text, *attempts, usage) {
+                    Written::Failed
+                } else {
+                    Written::Skipped // another run finished it meanwhile
+                }
             }
             Outcome::Done { reply, attempts } => {
                 let usage = (reply.prompt_tokens, reply.completion_tokens);
