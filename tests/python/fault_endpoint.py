@@ -48,10 +48,14 @@ class FaultEndpoint:
                     endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
                 reply = endpoint.script[min(i, len(endpoint.script) - 1)]
                 try:
-                    self.answer(reply, auth, i)
+                    status, text, headers = self.answer(reply, auth, i)
                 finally:
+                    # Count the request as finished before its reply is sent: once the
+                    # client has the bytes it may start the next request, and counting
+                    # after the write would see both at once (a false overlap).
                     with endpoint.lock:
                         endpoint.in_flight -= 1
+                self.send(status, text, headers)
 
             def answer(self, reply, auth, i):
                 kind, arg = (reply, None) if isinstance(reply, str) else reply
@@ -74,6 +78,9 @@ class FaultEndpoint:
                     status, text = 401, "Incorrect API key provided: " + auth.removeprefix("Bearer ")
                 else:
                     raise ValueError(kind)
+                return status, text, headers
+
+            def send(self, status, text, headers):
                 data = text.encode()
                 try:
                     self.send_response(status)
