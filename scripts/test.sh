@@ -80,7 +80,7 @@ step "Worker mode: retrieval figures vs ../shared/REFERENCE.md (SciFact search, 
 step "Worker mode: dataset: msmarco-sample import, JSONL round trip, metrics vs an independent implementation"
 "$VENV/bin/python" tests/python/test_dataset.py --port "$TEST_PORT" --data "$PROJECT_ROOT/../shared/data"
 
-step "Worker mode: a corpus sharded over 2 local servers with PL/Proxy (SciFact through the proxy vs one server)"
+step "Worker mode: corpora sharded with PL/Proxy over 2 and 4 local servers (SciFact, DL19 re-rank, failures, a standby) vs one server"
 "$VENV/bin/python" tests/python/test_sharding.py --port "$TEST_PORT" --pg-bin "$PG_BIN" --home "$INF_IR_HOME" \
   --data "$PROJECT_ROOT/../shared/data"
 

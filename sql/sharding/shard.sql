@@ -52,7 +52,9 @@ $$;
 -- proxy's inf_ir_proxy.embed_corpus calls it on all shards at once until
 -- every shard says 0). With nothing left, make or retrain the vector index.
 CREATE OR REPLACE FUNCTION inf_ir_shard.embed_pending(corpus text, max_passages integer DEFAULT 256)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET client_min_messages = warning  -- the index's "already exists, skipping" would reach the proxy as a WARNING
+AS $$
 DECLARE
     c record;
     ids bigint[];
@@ -79,4 +81,89 @@ BEGIN
     FROM inf_embed_many(texts, c.model) e
     WHERE p.passage_id = ids[e.ord];
     RETURN cardinality(ids);
+END $$;
+
+-- Add or replace passages together with embeddings made elsewhere (moving a
+-- corpus from one server onto shards, or between shard layouts, without
+-- embedding it again). embeddings[i] is a real[] in text form; fingerprint
+-- is inf_ir.models.fingerprint of the model files that made them, which
+-- must be this shard's current files for the corpus's model.
+CREATE OR REPLACE FUNCTION inf_ir_shard.put_embedded_passages(corpus text, external_ids text[], bodies text[],
+    titles text[], embeddings text[], fingerprint text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    c record;
+    n bigint;
+BEGIN
+    SELECT co.corpus_id, co.model, m.fingerprint, m.dimension INTO c
+    FROM inf_ir.corpora co JOIN inf_ir.models m ON m.name = co.model WHERE co.name = put_embedded_passages.corpus;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'corpus "%" does not exist on this shard', put_embedded_passages.corpus
+            USING ERRCODE = 'undefined_object', HINT = 'create it on every shard with inf_ir_proxy.create_corpus(name)';
+    END IF;
+    IF put_embedded_passages.fingerprint IS DISTINCT FROM c.fingerprint THEN
+        RAISE EXCEPTION 'the embeddings come from other files than this shard''s model "%"', c.model
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass the source''s inf_ir.models.fingerprint; with other model files load the passages with put_passages and embed them here';
+    END IF;
+    IF cardinality(embeddings) IS DISTINCT FROM cardinality(external_ids) THEN
+        RAISE EXCEPTION 'one embedding per passage: % passages, % embeddings',
+            cardinality(external_ids), cardinality(embeddings) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A vector of the wrong size or with NaN would rank arbitrarily: refuse the batch.
+    IF EXISTS (SELECT FROM unnest(embeddings) e
+               WHERE e IS NULL OR cardinality(e::real[]) <> c.dimension
+                  OR 'NaN'::real = ANY(e::real[]) OR 'Infinity'::real = ANY(e::real[])
+                  OR '-Infinity'::real = ANY(e::real[])) THEN
+        RAISE EXCEPTION 'every embedding must have % finite values', c.dimension
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the vectors of inf_ir.passages.embedding as text';
+    END IF;
+    INSERT INTO inf_ir.passages AS p (corpus_id, external_id, title, body, embedding, embedded_with)
+    SELECT c.corpus_id, u.e, u.t, u.b, u.v::real[], c.fingerprint
+    FROM unnest(external_ids, bodies, coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])),
+                embeddings) AS u(e, b, t, v)
+    ON CONFLICT (corpus_id, external_id) DO UPDATE
+        SET title = EXCLUDED.title, body = EXCLUDED.body, embedding = EXCLUDED.embedding,
+            embedded_with = EXCLUDED.embedded_with;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- Re-rank the corpus's passages with these external ids against a query
+-- vector (inf_rerank_vector: stored embeddings where current, the others
+-- embedded now); this shard's best k, all without k.
+CREATE OR REPLACE FUNCTION inf_ir_shard.rerank(query_embedding real[], corpus text, external_ids text[], k integer)
+RETURNS TABLE(passage_id bigint, external_id text, body text, score real)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE c integer;
+BEGIN
+    SELECT co.corpus_id INTO c FROM inf_ir.corpora co WHERE co.name = rerank.corpus;
+    IF c IS NULL THEN
+        RAISE EXCEPTION 'corpus "%" does not exist on this shard', rerank.corpus
+            USING ERRCODE = 'undefined_object', HINT = 'create it on every shard with inf_ir_proxy.create_corpus(name)';
+    END IF;
+    RETURN QUERY
+        SELECT r.passage_id, r.external_id, r.body, r.score
+        FROM inf_rerank_vector(query_embedding,
+             ARRAY(SELECT p.passage_id FROM inf_ir.passages p
+                   WHERE p.corpus_id = c AND p.external_id = ANY(external_ids)), k) r;
+EXCEPTION WHEN query_canceled THEN  -- see inf_ir_shard.search
+    RAISE EXCEPTION 'the re-ranking on this shard was canceled: %', SQLERRM
+        USING HINT = 'statement_timeout here is the proxy''s search_timeout (inf_ir_proxy.set_shards)';
+END $$;
+
+-- The proxy's searches call this: inf_search_vector, with this shard's
+-- statement_timeout (the proxy's search_timeout) turned into a plain ERROR.
+-- PL/Proxy treats a relayed 57014 as its own cancel and then at times
+-- misses the reply until the caller's statement_timeout; a plain ERROR
+-- reaches the proxy at once and names the shard there.
+CREATE OR REPLACE FUNCTION inf_ir_shard.search(query_embedding real[], k integer, corpus text)
+RETURNS TABLE(passage_id bigint, external_id text, body text, score real, rank integer)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT s.passage_id, s.external_id, s.body, s.score, s.rank
+                 FROM inf_search_vector(query_embedding, k, corpus) s;
+EXCEPTION WHEN query_canceled THEN
+    RAISE EXCEPTION 'the search on this shard was canceled: %', SQLERRM
+        USING HINT = 'statement_timeout here is the proxy''s search_timeout (inf_ir_proxy.set_shards)';
 END $$;

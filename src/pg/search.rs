@@ -58,26 +58,13 @@ fn resolve_corpus(name: Option<&str>) -> (&str, CorpusRow, ModelRow) {
     (name, corpus, model)
 }
 
-/// Rows the index scan returns beyond k, so that ties at the k-th place are
-/// broken by the smaller passage id as in an exact scan.
-const TIE_SLACK: usize = 10;
-
-/// Rank `corpus`'s passages against `query_vector` in the caller's
-/// snapshot: through the corpus's inf_ivf index (or, with
-/// inf_ir.exact_search or without an index, an exact scan), then by score
-/// and the smaller passage id.
-fn search_corpus(
-    corpus_name: &str,
-    corpus: &CorpusRow,
-    model: &ModelRow,
-    query_vector: &[f32],
-    k: usize,
-    filter: Option<pgrx::JsonB>,
-) -> SearchRows {
+/// A caller's query vector must have the model's dimension and finite values
+/// (a NaN would rank passages arbitrarily).
+fn check_query_vector(query_vector: &[f32], model: &ModelRow, whose: &str) {
     if query_vector.len() != model.spec.dimension {
         raise(
             EngineError::invalid(format!(
-                "query vector has {} dimensions; corpus \"{corpus_name}\" uses model \"{}\" with {}",
+                "query vector has {} dimensions; {whose} model \"{}\" with {}",
                 query_vector.len(),
                 model.spec.name,
                 model.spec.dimension
@@ -95,6 +82,25 @@ fn search_corpus(
             .with_hint("pass a vector from inf_embed_query(...)"),
         );
     }
+}
+
+/// Rows the index scan returns beyond k, so that ties at the k-th place are
+/// broken by the smaller passage id as in an exact scan.
+const TIE_SLACK: usize = 10;
+
+/// Rank `corpus`'s passages against `query_vector` in the caller's
+/// snapshot: through the corpus's inf_ivf index (or, with
+/// inf_ir.exact_search or without an index, an exact scan), then by score
+/// and the smaller passage id.
+fn search_corpus(
+    corpus_name: &str,
+    corpus: &CorpusRow,
+    model: &ModelRow,
+    query_vector: &[f32],
+    k: usize,
+    filter: Option<pgrx::JsonB>,
+) -> SearchRows {
+    check_query_vector(query_vector, model, &format!("corpus \"{corpus_name}\" uses"));
     let (current, pending) = counts(corpus, &model.fingerprint);
     if !current {
         if pending > 0 {
@@ -399,6 +405,49 @@ fn inf_rerank(
     ),
 > {
     let query = required(query, "query");
+    rerank(candidates, k, |model| embed_query(model, instruction, query))
+}
+
+/// inf_rerank with a query vector embedded elsewhere (a sharded corpus's
+/// proxy embeds the query once and sends the vector to every shard).
+#[pg_extern(stable, parallel_restricted)]
+fn inf_rerank_vector(
+    query_embedding: Option<Vec<f32>>,
+    candidates: Option<Array<i64>>,
+    k: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(passage_id, i64),
+        name!(external_id, String),
+        name!(body, String),
+        name!(score, f32),
+        name!(rank, i32),
+    ),
+> {
+    let vector = query_embedding.unwrap_or_else(|| {
+        raise(EngineError::invalid("query_embedding must not be NULL").with_hint("pass inf_embed_query(...)"))
+    });
+    if vector.iter().any(|x| !x.is_finite()) || vector.is_empty() {
+        // Checked before the candidates are read, so that an empty list does not hide it.
+        raise(
+            EngineError::invalid("query_embedding must be a non-empty vector of finite values")
+                .with_hint("pass a vector from inf_embed_query(...)"),
+        );
+    }
+    rerank(candidates, k, |model| {
+        check_query_vector(&vector, model, "the candidates come from");
+        vector.clone()
+    })
+}
+
+/// Score the candidates against the query vector that `query_vector` makes
+/// with their model; the best k (all without k).
+fn rerank(
+    candidates: Option<Array<i64>>,
+    k: Option<i32>,
+    query_vector: impl FnOnce(&ModelRow) -> Vec<f32>,
+) -> SearchRows {
     let wanted: Vec<i64> = candidates.map(|a| a.iter().flatten().collect()).unwrap_or_default();
     let k = match k {
         None => usize::MAX,
@@ -456,7 +505,7 @@ fn inf_rerank(
         );
     }
     let model = registry::lookup(Some(&first.model));
-    let query_vector = embed_query(&model, instruction, query);
+    let query_vector = query_vector(&model);
     // Candidates without a current embedding are embedded now, in one batch.
     let missing: Vec<EmbedInput<'_>> = found
         .iter()

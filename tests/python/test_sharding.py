@@ -1,26 +1,42 @@
 #!/usr/bin/env python3
 """A corpus sharded over PostgreSQL servers with PL/Proxy (sql/sharding/).
 
-Starts SHARDS local clusters (each preloaded inf_ir with its own worker),
+Starts local shard clusters (each preloaded inf_ir with its own worker),
 installs sql/sharding/shard.sql there and sql/sharding/proxy.sql in a proxy
-database on the test server, loads SciFact through the proxy (each passage
-routed to its shard by hashtext(external_id)), embeds it on the shards, and
-checks that inf_ir_proxy.inf_search's top 10 equals the single-server
-search of the same passages (the scifact_eval corpus that eval_retrieval.py
-leaves) for all 300 queries. Then a stopped shard: a clear ERROR within
-statement_timeout, and searches again once it is back, with no manual step.
+database on the test server, and checks against the single-server corpora
+that eval_retrieval.py leaves (scifact_eval, dl19_eval):
+
+1. 2 shards: SciFact loaded through the proxy (each passage routed by
+   hashtext(external_id)) and embedded on the shards' own workers; top 10
+   for all 300 queries equal the single server's; DL19 re-ranked through the
+   proxy gives the same rankings and the reference nDCG@10.
+2. Failures: a stopped shard is an ERROR naming it within statement_timeout,
+   or partial results with a NOTICE naming it; a restarted one serves again
+   with no manual step. statement_timeout and a cancel of the proxy session
+   end the search on every shard; a slow shard with search_timeout ends
+   within statement_timeout.
+3. A streaming standby of shard 0 from a base backup answers inf_search
+   while its primary takes writes, then equals the primary for 300 queries.
+4. 4 shards (the vectors moved with put_embedded_passages): 300 queries
+   equal the single server's.
 Skips cleanly without PL/Proxy or ../shared/data.
 
-Usage: test_sharding.py --port P --pg-bin DIR --home DIR --data DIR [--shards 2]
+Usage: test_sharding.py --port P --pg-bin DIR --home DIR --data DIR
 """
 import argparse
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from eval_retrieval import REFERENCE, TOLERANCE, ndcg_at, read_qrels  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 failures = []
@@ -42,14 +58,303 @@ def psql_file(port, db, path):
                     "-v", "ON_ERROR_STOP=1", "-f", path], check=True, stdout=subprocess.DEVNULL)
 
 
+def connect(port, db="postgres"):
+    return psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname={db}", autocommit=True)
+
+
 def fresh_db(port, db):
-    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as c:
+    with connect(port) as c:
         c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {db}")
-    conn = psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname={db}", autocommit=True)
+    conn = connect(port, db)
     conn.execute("SET client_min_messages = warning")
     conn.execute("CREATE EXTENSION inf_ir")
     return conn
+
+
+class Shards:
+    """Shard clusters on loopback ports: shard i is database inf_ir_shard_i
+    (PL/Proxy's errors name a shard by its database)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.ports, self.clusters = [], []
+
+    def add(self):
+        i = len(self.ports)
+        port, cluster = self.args.port + 20 + i, os.path.join(self.args.home, f"shard-{i}")
+        self.ports.append(port)
+        self.clusters.append(cluster)
+        shell(f"stop_cluster {cluster}; rm -rf {cluster}; start_cluster {cluster} {port}; set_preload {cluster} yes")
+        fresh_db(port, self.db(i)).close()
+        psql_file(port, self.db(i), os.path.join(ROOT, "sql", "sharding", "shard.sql"))
+
+    def db(self, i):
+        return f"inf_ir_shard_{i}"
+
+    def conninfos(self, n):
+        return [f"host=127.0.0.1 port={self.ports[i]} dbname={self.db(i)} user=postgres" for i in range(n)]
+
+    def stop(self, i):
+        shell(f"runuser -u postgres -- {self.args.pg_bin}/pg_ctl -D {self.clusters[i]} -m fast -w stop >/dev/null")
+
+    def start(self, i):
+        shell(f"start_cluster {self.clusters[i]} {self.ports[i]}")
+
+    def remove_all(self):
+        for cluster in self.clusters:
+            shell(f"stop_cluster {cluster}; rm -rf {cluster}")
+
+
+def judged_queries(scifact):
+    queries = [json.loads(line) for line in open(os.path.join(scifact, "queries.jsonl"))]
+    qrels_dir = os.path.join(scifact, "qrels")
+    judged = {line.split("\t")[0] for f in os.listdir(qrels_dir) for line in open(os.path.join(qrels_dir, f))
+              if not line.startswith("query")}
+    return [q for q in queries if q["_id"] in judged]
+
+
+def compare_with_single(single, proxy, queries, corpus, label):
+    differ, took = 0, []
+    for q in queries:
+        want = [r[0] for r in single.execute(
+            "SELECT external_id FROM inf_search(NULL, %s, 10, 'scifact_eval') ORDER BY rank", (q["text"],))]
+        t = time.monotonic()
+        got = [r[0] for r in proxy.execute(
+            "SELECT external_id FROM inf_ir_proxy.inf_search(NULL, %s, 10, %s) ORDER BY rank", (q["text"], corpus))]
+        took.append(time.monotonic() - t)
+        differ += want != got
+    took.sort()
+    check(differ == 0, f"{label}: {len(queries)} SciFact queries, proxy top 10 vs single server: {differ} differ "
+                       f"(proxy p50 {took[len(took) // 2] * 1000:.1f} ms, query embedding included)")
+
+
+def copy_embedded(single, proxy, source, target):
+    """Move a single-server corpus with its vectors onto the shards."""
+    fingerprint = single.execute(
+        "SELECT m.fingerprint FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model WHERE c.name = %s",
+        (source,)).fetchone()[0]
+    rows = single.execute(
+        "SELECT p.external_id, p.body, p.title, p.embedding::text FROM inf_ir.passages p "
+        "JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = %s AND p.embedded_with = %s ORDER BY p.passage_id",
+        (source, fingerprint)).fetchall()
+    t0 = time.monotonic()
+    stored = 0
+    for i in range(0, len(rows), 1000):
+        part = rows[i:i + 1000]
+        stored += proxy.execute("SELECT inf_ir_proxy.put_embedded_passages(%s, %s, %s, %s, %s, %s)",
+                                (target, [r[0] for r in part], [r[1] for r in part], [r[2] for r in part],
+                                 [r[3] for r in part], fingerprint)).fetchone()[0]
+    proxy.execute("CALL inf_ir_proxy.embed_corpus(%s)", (target,))  # nothing to embed: builds each shard's index
+    return len(rows), stored, time.monotonic() - t0
+
+
+def dl19_rerank(args, single, proxy, shards_label):
+    d = os.path.join(args.data, "dl19")
+    qrels = read_qrels(os.path.join(d, "qrels.tsv"))
+    bm25 = {}
+    for row in csv.reader(open(os.path.join(d, "bm25_top100.tsv")), delimiter="\t"):
+        if row[0] != "query-id":
+            bm25.setdefault(row[0], []).append(row[1])
+    queries = {q["_id"]: q["text"] for q in map(json.loads, open(os.path.join(d, "queries.jsonl")))}
+    proxy.execute("SELECT inf_ir_proxy.create_corpus('dl19')")
+    total, stored, took = copy_embedded(single, proxy, "dl19_eval", "dl19")
+    check(total == stored and total > 0, f"DL19: {stored} passages with their vectors moved onto {shards_label} "
+                                         f"in {took:.1f} s (put_embedded_passages)")
+    judged = [q for q in bm25 if q in qrels and q in queries]
+    ndcg, same = [], 0
+    for q in judged:
+        got = [r[0] for r in proxy.execute(
+            "SELECT external_id FROM inf_ir_proxy.inf_rerank(NULL, %s, %s, NULL, 'dl19') ORDER BY rank",
+            (queries[q], bm25[q]))]
+        want = [r[0] for r in single.execute(
+            "SELECT r.external_id FROM inf_rerank(NULL, %s, (SELECT array_agg(p.passage_id) FROM inf_ir.passages p "
+            "JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'dl19_eval' AND p.external_id = ANY(%s))) r "
+            "ORDER BY r.rank", (queries[q], bm25[q]))]
+        same += got[:10] == want[:10]
+        ndcg.append(ndcg_at(got, qrels[q]))
+    score = sum(ndcg) / len(ndcg)
+    check(abs(score - REFERENCE["dl19"]) <= TOLERANCE and same == len(judged),
+          f"DL19: {len(judged)} queries re-ranked through the proxy: nDCG@10 {score:.4f} (reference "
+          f"{REFERENCE['dl19']}); top 10 equal to the single server's inf_rerank for {same}/{len(judged)}")
+
+
+def search_error(proxy, query="SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')"):
+    t = time.monotonic()
+    try:
+        proxy.execute(query)
+        return None, time.monotonic() - t
+    except psycopg.Error as e:
+        return e, time.monotonic() - t
+
+
+def shard_backends(shards, n):
+    """Per shard: the proxy's statements running there (state active)."""
+    out = []
+    for i in range(n):
+        with connect(shards.ports[i]) as c:
+            out.append(c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+                                 "AND pid <> pg_backend_pid()", (shards.db(i),)).fetchone()[0])
+    return out
+
+
+def failures_checks(args, single, proxy, shards, queries):
+    notices = []
+    proxy.add_notice_handler(lambda d: notices.append(d.message_primary))
+    proxy.execute("SET client_min_messages = notice")
+    proxy.execute("SET statement_timeout = '5s'")
+
+    # A stopped shard: a clear ERROR within statement_timeout; partial results on request.
+    shards.stop(1)
+    for attempt in ("first (its cached connection dies)", "next (no server to connect to)"):
+        e, took = search_error(proxy)
+        message = e.diag.message_primary if e else ""
+        check(e is not None and "inf_ir_shard_1" in message and took < 5.5,
+              f"shard 1 stopped, {attempt} search: ERROR after {took:.2f} s: {message[:150]!r}")
+    on_shard0 = [r[0] for r in single.execute(
+        "SELECT external_id FROM inf_search(NULL, 'vitamin d', 100, 'scifact_eval') "
+        "WHERE hashtext(external_id) & 1 = 0 ORDER BY rank LIMIT 10")]
+    notices.clear()
+    t = time.monotonic()
+    got = [r[0] for r in proxy.execute(
+        "SELECT external_id FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact', partial => true) "
+        "ORDER BY rank")]
+    named = [n for n in notices if "missing: shard 1" in n]
+    check(got == on_shard0 and len(named) == 1,
+          f"shard 1 stopped, partial => true: shard 0's top 10 in {time.monotonic() - t:.2f} s, NOTICE "
+          f"{named[0][:110] if named else None!r}")
+    shards.start(1)
+    rows = proxy.execute("SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')").fetchone()[0]
+    check(rows == 10, f"the restarted shard serves again without a manual step: {rows} rows")
+
+    # statement_timeout and cancel reach every shard: both shards wait on a lock.
+    lockers = [connect(shards.ports[i], shards.db(i)) for i in range(2)]
+    for c in lockers:
+        c.autocommit = False
+        c.execute("LOCK TABLE inf_ir.passages IN ACCESS EXCLUSIVE MODE")
+    try:
+        for how in ("statement_timeout 1s", "pg_cancel_backend after 1 s"):
+            waiting = []
+            sampler = threading.Timer(0.6, lambda: waiting.append(shard_backends(shards, 2)))
+            sampler.start()
+            if how.startswith("statement_timeout"):
+                proxy.execute("SET statement_timeout = '1s'")
+            else:
+                proxy.execute("SET statement_timeout = 0")
+                pid = proxy.execute("SELECT pg_backend_pid()").fetchone()[0]
+                threading.Timer(1.0, lambda: connect(args.port).execute("SELECT pg_cancel_backend(%s)",
+                                                                         (pid,))).start()
+            e, took = search_error(proxy)
+            sampler.join()
+            time.sleep(0.3)
+            after = shard_backends(shards, 2)
+            check(e is not None and e.sqlstate == "57014" and took < 1.5 and waiting == [[1, 1]] and after == [0, 0],
+                  f"{how}: {e.sqlstate if e else None} after {took:.2f} s; the shards' statements waiting before: "
+                  f"{waiting[0] if waiting else None}, still running after: {after}")
+
+        # A slow shard (only shard 1 locked) with search_timeout: within statement_timeout.
+        lockers[0].rollback()
+        proxy.execute("SELECT inf_ir_proxy.set_shards(%s, '1s')", (shards.conninfos(2),))
+        proxy.execute("SET statement_timeout = '5s'")
+        named, partials, took_all = 0, 0, []
+        for partial in (False, False, False, True, True, True):
+            notices.clear()
+            e, took = search_error(proxy, "SELECT array_agg(external_id ORDER BY rank) FROM inf_ir_proxy.inf_search("
+                                          f"NULL, 'vitamin d', 10, 'scifact', partial => {partial})")
+            took_all.append(took)
+            if not partial:
+                named += e is not None and "inf_ir_shard_1" in e.diag.message_primary and took < 2
+            else:
+                partials += e is None and any("missing: shard 1" in n for n in notices) and took < 3
+        got = proxy.execute("SELECT array_agg(external_id ORDER BY rank) FROM inf_ir_proxy.inf_search("
+                            "NULL, 'vitamin d', 10, 'scifact', partial => true)").fetchone()[0]
+        after = shard_backends(shards, 2)
+        check(named == 3 and partials == 3 and got == on_shard0 and after == [0, 0],
+              f"shard 1 slow (locked), search_timeout 1s: {named}/3 searches an ERROR naming it, {partials}/3 "
+              f"partial searches shard 0's top 10 with a NOTICE naming it (slowest {max(took_all):.2f} s); "
+              f"shard statements left running: {after}")
+    finally:
+        for c in lockers:
+            c.close()
+    proxy.execute("SELECT inf_ir_proxy.set_shards(%s)", (shards.conninfos(2),))
+    proxy.execute("SET statement_timeout = 0")
+    rows = proxy.execute("SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')").fetchone()[0]
+    check(rows == 10, f"after the locks are gone the proxy serves again: {rows} rows")
+
+
+def standby_checks(args, shards, queries):
+    """A streaming standby of shard 0 from a base backup."""
+    primary_port, standby_port = shards.ports[0], args.port + 30
+    standby = os.path.join(args.home, "shard-0-standby")
+    shell(f"stop_cluster {standby}; rm -rf {standby}")
+    os.makedirs(standby, mode=0o700)
+    shutil.chown(standby, "postgres", "postgres")
+    subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(args.pg_bin, "pg_basebackup"), "-h", "127.0.0.1",
+                    "-p", str(primary_port), "-U", "postgres", "-D", standby, "-R", "-X", "stream", "-c", "fast"],
+                   check=True, capture_output=True)
+    with open(os.path.join(standby, "postgresql.auto.conf"), "a") as f:
+        f.write(f"port = {standby_port}\nunix_socket_directories = '{standby}'\nhot_standby = on\n")
+    try:
+        shell(f"start_cluster {standby} {standby_port}")
+        db = shards.db(0)
+        primary, replica = connect(primary_port, db), connect(standby_port, db)
+        for c in (primary, replica):
+            c.execute("SET client_min_messages = warning")
+        docs = primary.execute("SELECT external_id, body FROM inf_ir.passages ORDER BY passage_id LIMIT 300").fetchall()
+
+        # Writes on the primary (new passages, changed texts, deletes, each
+        # embedded there) while the standby answers searches.
+        done, errors, answered = threading.Event(), [], [0]
+
+        def write():
+            with connect(primary_port, db) as w:
+                w.execute("SET client_min_messages = warning")
+                for j, (ext, body) in enumerate(docs[:100]):
+                    w.execute("SELECT inf_ir_shard.put_passage('scifact', %s, %s)", (f"copy-{ext}", body[::-1]))
+                for ext, body in docs[100:160]:
+                    w.execute("SELECT inf_ir_shard.put_passage('scifact', %s, %s)", (ext, "Revised: " + body))
+                w.execute("DELETE FROM inf_ir.passages WHERE external_id = ANY(%s)", ([d[0] for d in docs[160:220]],))
+                while w.execute("SELECT inf_ir_shard.embed_pending('scifact', 64)").fetchone()[0]:
+                    pass
+            done.set()
+
+        writer = threading.Thread(target=write)
+        t0 = time.monotonic()
+        writer.start()
+        i = 0
+        while not done.is_set():
+            try:
+                replica.execute("SELECT count(*) FROM inf_search(NULL, %s, 10, 'scifact')", (queries[i % 300]["text"],))
+                answered[0] += 1
+            except psycopg.Error as e:
+                errors.append(e.diag.message_primary)
+            i += 1
+        writer.join()
+        wrote = time.monotonic() - t0
+        lsn = primary.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        deadline = time.time() + 60
+        while replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0] is not True:
+            if time.time() > deadline:
+                check(False, "the standby caught up within 60 s")
+                return
+            time.sleep(0.2)
+        check(not errors and answered[0] > 0,
+              f"standby of shard 0: {answered[0]} inf_search calls answered during {wrote:.0f} s of writes on the "
+              f"primary (100 new, 60 changed, 60 deleted, embedded there), {len(errors)} errors "
+              f"{errors[:1] if errors else ''}")
+        differ = 0
+        for q in queries:
+            sql = "SELECT external_id, score FROM inf_search(NULL, %s, 10, 'scifact') ORDER BY rank"
+            differ += primary.execute(sql, (q["text"],)).fetchall() != replica.execute(sql, (q["text"],)).fetchall()
+        counts = [c.execute("SELECT count(*) FROM inf_ir.passages WHERE embedding IS NOT NULL").fetchone()[0]
+                  for c in (primary, replica)]
+        check(differ == 0 and counts[0] == counts[1],
+              f"after replay: {len(queries)} queries embedded on each server, standby top 10 (ids and scores) vs "
+              f"primary: {differ} differ ({counts[1]} embedded passages on both)")
+        primary.close()
+        replica.close()
+    finally:
+        shell(f"stop_cluster {standby}; rm -rf {standby}")
 
 
 def main():
@@ -58,7 +363,8 @@ def main():
     ap.add_argument("--pg-bin", required=True)
     ap.add_argument("--home", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--quick", action="store_true",
+                    help="move SciFact's vectors onto the 2 shards instead of embedding there (saves ~5 min)")
     args = ap.parse_args()
     if not os.path.exists("/usr/share/postgresql/15/extension/plproxy.control"):
         print("skip  sharding: PL/Proxy (postgresql-15-plproxy) is not installed")
@@ -67,32 +373,29 @@ def main():
     if not os.path.exists(os.path.join(scifact, "corpus.jsonl")):
         print(f"skip  sharding: {scifact} is not there")
         return
-    single = psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", autocommit=True)
-    if not single.execute("SELECT count(*) FROM inf_ir.corpora WHERE name = 'scifact_eval'").fetchone()[0]:
-        print("skip  sharding: the single-server scifact_eval corpus is not built (eval_retrieval.py first)")
+    single = connect(args.port)
+    single.execute("SET client_min_messages = warning")
+    have = {r[0] for r in single.execute("SELECT name FROM inf_ir.corpora")}
+    if not {"scifact_eval", "dl19_eval"} <= have:
+        print("skip  sharding: the single-server scifact_eval and dl19_eval corpora are not built "
+              "(eval_retrieval.py first)")
         return
 
-    ports = [args.port + 20 + i for i in range(args.shards)]
-    clusters = [os.path.join(args.home, f"shard-{i}") for i in range(args.shards)]
+    shards = Shards(args)
     try:
-        for cluster, port in zip(clusters, ports):
-            shell(f"stop_cluster {cluster}; rm -rf {cluster}; start_cluster {cluster} {port}; set_preload {cluster} yes")
-            db = f"inf_ir_shard_{ports.index(port)}"  # PL/Proxy's errors name a shard by its database
-            fresh_db(port, db).close()
-            psql_file(port, db, os.path.join(ROOT, "sql", "sharding", "shard.sql"))
+        for _ in range(2):
+            shards.add()
         proxy = fresh_db(args.port, "inf_ir_proxy")
         psql_file(args.port, "inf_ir_proxy", os.path.join(ROOT, "sql", "sharding", "proxy.sql"))
-        n = proxy.execute("SELECT inf_ir_proxy.set_shards(%s)",
-                          ([f"host=127.0.0.1 port={p} dbname=inf_ir_shard_{i} user=postgres"
-                            for i, p in enumerate(ports)],)).fetchone()[0]
+        n = proxy.execute("SELECT inf_ir_proxy.set_shards(%s)", (shards.conninfos(2),)).fetchone()[0]
         proxy.execute("SELECT inf_ir_proxy.create_corpus('scifact')")
 
-        # Load through the proxy: each passage goes to its shard.
+        # 1. Load through the proxy: each passage goes to its shard; embed there.
         docs = [json.loads(line) for line in open(os.path.join(scifact, "corpus.jsonl"))]
         t0 = time.monotonic()
         for i in range(0, len(docs), 1000):
             part = docs[i:i + 1000]
-            proxy.execute("SELECT sum(n) FROM inf_ir_proxy.put_passages('scifact', %s, %s, %s) n",
+            proxy.execute("SELECT inf_ir_proxy.put_passages('scifact', %s, %s, %s)",
                           ([d["_id"] for d in part], [d["text"] for d in part],
                            [d.get("title") or None for d in part]))
         loaded = time.monotonic() - t0
@@ -101,51 +404,37 @@ def main():
               f"{len(docs)} SciFact passages loaded through the proxy onto {n} shards "
               f"({', '.join(str(c[0]) for c in counts)}) in {loaded:.1f} s")
         t0 = time.monotonic()
+        if args.quick:
+            copy_embedded(single, proxy, "scifact_eval", "scifact")
         proxy.execute("CALL inf_ir_proxy.embed_corpus('scifact', 256)")
         embedded = proxy.execute("SELECT sum(embedded) FROM inf_ir_proxy.corpus_counts('scifact')").fetchone()[0]
         check(embedded == len(docs), f"embedded on the shards' own workers: {embedded} in {time.monotonic() - t0:.0f} s")
+        queries = judged_queries(scifact)
+        proxy.execute("SET client_min_messages = warning")
+        compare_with_single(single, proxy, queries, "scifact", "2 shards")
+        dl19_rerank(args, single, proxy, "2 shards")
 
-        # The same 300 queries, single server vs proxy.
-        queries = [json.loads(line) for line in open(os.path.join(scifact, "queries.jsonl"))]
-        qrels_dir = os.path.join(scifact, "qrels")
-        judged = {line.split("\t")[0] for f in os.listdir(qrels_dir) for line in open(os.path.join(qrels_dir, f))
-                  if not line.startswith("query")}
-        queries = [q for q in queries if q["_id"] in judged]
-        differ, took = 0, []
-        for q in queries:
-            want = [r[0] for r in single.execute(
-                "SELECT external_id FROM inf_search(NULL, %s, 10, 'scifact_eval') ORDER BY rank", (q["text"],))]
-            t = time.monotonic()
-            got = [r[0] for r in proxy.execute(
-                "SELECT external_id FROM inf_ir_proxy.inf_search(NULL, %s, 10, 'scifact') ORDER BY rank", (q["text"],))]
-            took.append(time.monotonic() - t)
-            differ += want != got
-        took.sort()
-        check(differ == 0, f"{len(queries)} SciFact queries: proxy top 10 vs single server: {differ} differ "
-                           f"(proxy p50 {took[len(took) // 2] * 1000:.1f} ms, embedding included)")
+        # 2. Failures.
+        failures_checks(args, single, proxy, shards, queries)
 
-        # A stopped shard: a clear ERROR within statement_timeout; back once it is.
-        shell(f"runuser -u postgres -- {args.pg_bin}/pg_ctl -D {clusters[-1]} -m fast -w stop >/dev/null")
-        proxy.execute("SET statement_timeout = '5s'")
-        for attempt in ("first (its cached connection dies)", "next (no server to connect to)"):
-            t = time.monotonic()
-            try:
-                proxy.execute("SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')")
-                e = None
-            except psycopg.Error as ex:
-                e = ex
-            took = time.monotonic() - t
-            message = e.diag.message_primary if e else ""
-            check(e is not None and f"inf_ir_shard_{len(ports) - 1}" in message and took < 5.5,
-                  f"shard {len(ports) - 1} stopped, {attempt} search: ERROR after {took:.2f} s: {message[:150]!r}")
-        shell(f"start_cluster {clusters[-1]} {ports[-1]}")
-        rows = proxy.execute("SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')").fetchone()[0]
-        check(rows == 10, f"the restarted shard serves again without a manual step: {rows} rows")
+        # 3. A streaming standby of shard 0.
+        standby_checks(args, shards, queries)
+
+        # 4. Four shards: the same passages and vectors, moved from the single server.
+        for _ in range(2):
+            shards.add()
+        proxy.execute("SELECT inf_ir_proxy.set_shards(%s)", (shards.conninfos(4),))
+        proxy.execute("SELECT inf_ir_proxy.create_corpus('scifact4')")
+        total, stored, took = copy_embedded(single, proxy, "scifact_eval", "scifact4")
+        counts = proxy.execute("SELECT total FROM inf_ir_proxy.corpus_counts('scifact4')").fetchall()
+        check(stored == total == len(docs) and len(counts) == 4 and all(c[0] > 0 for c in counts),
+              f"4 shards: {stored} SciFact passages with their vectors moved from the single server in {took:.1f} s "
+              f"({', '.join(str(c[0]) for c in counts)})")
+        compare_with_single(single, proxy, queries, "scifact4", "4 shards")
         proxy.close()
     finally:
-        for cluster in clusters:
-            shell(f"stop_cluster {cluster}; rm -rf {cluster}")
-        with psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", autocommit=True) as c:
+        shards.remove_all()
+        with connect(args.port) as c:
             c.execute("DROP DATABASE IF EXISTS inf_ir_proxy WITH (FORCE)")
     if failures:
         sys.exit(f"FAILED: {len(failures)} check(s)")

@@ -126,6 +126,18 @@ SELECT count(*) FROM inf_rerank(NULL, 'x', ARRAY[]::bigint[]);
 SET client_min_messages = notice;
 SELECT count(*) FROM inf_rerank(NULL, 'x', ARRAY[-1, NULL]::bigint[]);
 SET client_min_messages = warning;
+-- The same with a query vector embedded elsewhere (a sharded corpus's proxy):
+-- equal ranks and scores.
+SELECT a.rank, a.external_id, a.score = b.score AS same_score
+FROM inf_rerank(NULL, 'sleeping cats',
+       (SELECT array_agg(passage_id) FROM inf_ir.passages WHERE external_id IN ('d1', 'd2', 'd4'))) a
+JOIN inf_rerank_vector(inf_embed_query(NULL, 'sleeping cats', 'minilm'),
+       (SELECT array_agg(passage_id) FROM inf_ir.passages WHERE external_id IN ('d1', 'd2', 'd4')), 2) b
+  USING (rank) ORDER BY rank;
+SELECT * FROM inf_rerank_vector(NULL, ARRAY[1]::bigint[]);
+SELECT * FROM inf_rerank_vector(array_fill('NaN'::real, ARRAY[384]), ARRAY[]::bigint[]);
+SELECT * FROM inf_rerank_vector(ARRAY[1, 2, 3]::real[],
+  (SELECT array_agg(passage_id) FROM inf_ir.passages WHERE external_id = 'd1'));
 
 -- Bad input: clear ERRORs, the session goes on.
 SELECT * FROM inf_search(NULL, 'q', 0, 'pets');
