@@ -327,6 +327,29 @@ BEGIN
         LIMIT k;
 END $$;
 
+-- Search a sharded corpus by a query vector made elsewhere (with the
+-- corpus's model): every shard's top k, merged as in inf_search.
+CREATE OR REPLACE FUNCTION inf_ir_proxy.inf_search_vector(query_embedding real[], k integer DEFAULT 10,
+    corpus text DEFAULT 'default')
+RETURNS TABLE(external_id text, body text, score real, rank integer, shard_passage_id bigint)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF query_embedding IS NULL THEN
+        RAISE EXCEPTION 'query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'pass inf_embed_query(instruction, query, model)';
+    END IF;
+    IF k IS NULL OR k < 1 OR k > 10000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 10000, not %', coalesce(k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'k is the number of passages to return, e.g. 10';
+    END IF;
+    RETURN QUERY
+        SELECT s.external_id, s.body, s.score,
+               (row_number() OVER (ORDER BY s.score DESC, s.external_id))::integer, s.passage_id
+        FROM inf_ir_proxy.shard_search(query_embedding, k, inf_search_vector.corpus) s
+        ORDER BY s.score DESC, s.external_id
+        LIMIT k;
+END $$;
+
 -- Re-rank candidates of a sharded corpus by external id (e.g. a full-text
 -- search's top 100): the query embedded once here; each shard scores the
 -- candidates it holds (embedding on the fly those without a current

@@ -302,6 +302,7 @@ fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
     if !has_index(row.corpus_id, &model.fingerprint) {
         Spi::run(&create_index_sql(&name, row.corpus_id, &model.fingerprint))
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {name}: {e}"));
+        analyze_passages();
         return name;
     }
     let rows = Spi::get_one_with_args::<i64>(
@@ -329,6 +330,14 @@ fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
             "DROP INDEX inf_ir.{name}; ALTER INDEX inf_ir.{fresh} RENAME TO {name}"
         ))
         .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot swap in the rebuilt index {name}: {e}"));
+        analyze_passages();
     }
     name
+}
+
+/// Fresh statistics after a bulk load: with the old ones the planner takes
+/// a new corpus for empty, and a plain `ORDER BY embedding <=> q LIMIT k`
+/// reads all its rows through the btree instead of the vector index.
+fn analyze_passages() {
+    Spi::run("ANALYZE inf_ir.passages").unwrap_or_else(|e| pgrx::error!("inf_ir: cannot analyze inf_ir.passages: {e}"));
 }

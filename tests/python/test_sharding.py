@@ -412,6 +412,13 @@ def main():
         queries = judged_queries(scifact)
         proxy.execute("SET client_min_messages = warning")
         compare_with_single(single, proxy, queries, "scifact", "2 shards")
+        q = proxy.execute("SELECT inf_embed_query(NULL, %s)", (queries[0]["text"],)).fetchone()[0]
+        by_vector = proxy.execute("SELECT external_id, score FROM inf_ir_proxy.inf_search_vector(%s::real[], 10, "
+                                  "'scifact') ORDER BY rank", (q,)).fetchall()
+        by_text = proxy.execute("SELECT external_id, score FROM inf_ir_proxy.inf_search(NULL, %s, 10, 'scifact') "
+                                "ORDER BY rank", (queries[0]["text"],)).fetchall()
+        check(by_vector == by_text and len(by_text) == 10,
+              "inf_ir_proxy.inf_search_vector with the query's vector equals inf_ir_proxy.inf_search")
         dl19_rerank(args, single, proxy, "2 shards")
 
         # 2. Failures.

@@ -123,9 +123,21 @@ pub unsafe extern "C-unwind" fn amrescan(
     state.done = false;
 }
 
+/// Count a scan in pg_stat_user_indexes.idx_scan, as PostgreSQL's own
+/// access methods do (its pgstat_count_index_scan macro).
+unsafe fn count_scan(index: pg_sys::Relation) {
+    if (*index).pgstat_info.is_null() && (*index).pgstat_enabled {
+        pg_sys::pgstat_assoc_relation(index);
+    }
+    if !(*index).pgstat_info.is_null() {
+        (*(*index).pgstat_info).t_counts.t_numscans += 1;
+    }
+}
+
 /// Start the search on the first tuple request: the query is known then.
 unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
     let index = (*scan).indexRelation;
+    count_scan(index);
     if (*scan).numberOfOrderBys == 0 {
         pgrx::error!("inf_ir: an inf_ivf index only answers ORDER BY vector <=> query");
     }

@@ -139,6 +139,28 @@ SELECT * FROM inf_rerank_vector(array_fill('NaN'::real, ARRAY[384]), ARRAY[]::bi
 SELECT * FROM inf_rerank_vector(ARRAY[1, 2, 3]::real[],
   (SELECT array_agg(passage_id) FROM inf_ir.passages WHERE external_id = 'd1'));
 
+-- Right after a bulk load (statistics say the corpus has 10 rows; it has
+-- 3,010) a search still reads the corpus's vector index, not every row
+-- through the btree and a sort.
+ALTER TABLE inf_ir.passages SET (autovacuum_enabled = off);
+SELECT inf_create_corpus('bulk') > 0 AS created;
+CREATE TEMP VIEW bulk_rows AS
+SELECT c.corpus_id, 'b' || g AS external_id, 'bulk ' || g AS body, v.e AS embedding, m.fingerprint
+FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model, generate_series(1, 3010) g,
+     LATERAL (SELECT array_agg(random()::real) AS e FROM generate_series(1, 384) WHERE g > 0) v
+WHERE c.name = 'bulk';
+INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with)
+SELECT * FROM bulk_rows LIMIT 10;
+SELECT inf_corpus_index('bulk') AS bulk_index \gset
+INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with)
+SELECT * FROM bulk_rows OFFSET 10;
+BEGIN;
+SELECT count(*) FROM inf_search_vector(inf_embed_query(NULL, 'anything'), 5, 'bulk');
+SELECT pg_stat_get_xact_numscans(('inf_ir.' || :'bulk_index')::regclass) AS vector_index_scans;
+COMMIT;
+SELECT inf_drop_corpus('bulk');
+ALTER TABLE inf_ir.passages RESET (autovacuum_enabled);
+
 -- Bad input: clear ERRORs, the session goes on.
 SELECT * FROM inf_search(NULL, 'q', 0, 'pets');
 SELECT * FROM inf_search(NULL, 'q', 1000000, 'pets');
