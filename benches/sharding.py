@@ -50,6 +50,9 @@ def latency_and_recall(conn, sql, corpus, texts, exact):
 
 
 def throughput(port, db, sql, corpus, texts, clients, seconds=5.0):
+    with connect(port, db) as conn:  # warm caches and plans first
+        for text in texts[:50]:
+            conn.execute(sql, (text, corpus), prepare=True).fetchall()
     counts = [0] * clients
     stop = time.perf_counter() + seconds
 
@@ -76,11 +79,14 @@ def main():
     ap.add_argument("--scifact", required=True)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--embed-rows", type=int, default=1024, help="SciFact passages embedded per layout")
+    ap.add_argument("--probes", type=int, help="inf_ir.probes on every server (default: the servers' own)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
     single = connect(args.port)
     single.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
+    probes = f"SET inf_ir.probes = {args.probes}" if args.probes else "RESET inf_ir.probes"
+    single.execute(f"ALTER DATABASE postgres {probes}")
     fp = single.execute("SELECT fingerprint FROM inf_ir.models WHERE name = 'minilm'").fetchone()[0]
     if single.execute("SELECT count(*) FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) "
                       "WHERE c.name = 'scifact' AND p.embedded_with = %s", (fp,)).fetchone()[0] < 5183:
@@ -103,8 +109,10 @@ def main():
     ensure_corpus(single, name, args.rows, [(0, mat)], fp)
     build_index(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", name)
     single_sql = "SELECT external_id FROM inf_search_vector(%s::text::real[], 10, %s)"
-    results = {"rows": args.rows, "cores": os.cpu_count(), "single": latency_and_recall(single, single_sql, name,
-                                                                                         texts, exact)}
+    single.close()
+    single = connect(args.port)  # with the database's inf_ir.probes
+    results = {"rows": args.rows, "cores": os.cpu_count(), "probes": args.probes,
+               "single": latency_and_recall(single, single_sql, name, texts, exact)}
     results["single"]["qps"] = {c: throughput(args.port, "postgres", single_sql, name, texts, c) for c in CLIENTS}
     print(f"single server, no proxy: p50 {results['single']['p50_ms']:.2f} ms, p95 {results['single']['p95_ms']:.2f} "
           f"ms, recall@10 {results['single']['recall_at_10']:.3f}, QPS by clients {results['single']['qps']}",
@@ -119,6 +127,7 @@ def main():
                 c.execute(f"CREATE DATABASE inf_ir_shard_{i}")
             with connect(port, f"inf_ir_shard_{i}") as c:
                 c.execute("CREATE EXTENSION inf_ir")
+                c.execute(f"ALTER DATABASE inf_ir_shard_{i} {probes}")
             subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", f"inf_ir_shard_{i}",
                             "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", os.path.join(ROOT, "sql/sharding/shard.sql")],
                            check=True, stdout=subprocess.DEVNULL)
@@ -179,6 +188,7 @@ def main():
         for cluster in clusters:
             shell(f"stop_cluster {cluster}; rm -rf {cluster}")
         single.execute("DROP DATABASE IF EXISTS inf_ir_proxy WITH (FORCE)")
+        single.execute("ALTER DATABASE postgres RESET inf_ir.probes")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

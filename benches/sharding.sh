@@ -3,7 +3,7 @@
 # corpus on one server: latency, recall@10, throughput against clients, load
 # rates (see benches/sharding.py). Needs scripts/setup.sh (with
 # postgresql-15-plproxy) and ../shared/data/scifact (or SCIFACT_DIR).
-# Usage: [ROWS=100000] benches/sharding.sh [results.json]
+# Usage: [ROWS=100000] [PROBES=n] benches/sharding.sh [results.json]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/common.sh"
 SCIFACT_DIR=${SCIFACT_DIR:-$PROJECT_ROOT/../shared/data/scifact}
@@ -15,5 +15,5 @@ start_cluster "$CLUSTER" "$PORT"
 trap 'stop_cluster "$CLUSTER"' EXIT
 set_preload "$CLUSTER" yes   # the shared worker embeds the queries, as on a served database
 echo "cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" cores=$(nproc)"
-"$VENV/bin/python" "$PROJECT_ROOT/benches/sharding.py" --port "$PORT" --home "$INF_IR_HOME" --scifact "$SCIFACT_DIR" \
+"$VENV/bin/python" "$PROJECT_ROOT/benches/sharding.py" ${PROBES:+--probes "$PROBES"} --port "$PORT" --home "$INF_IR_HOME" --scifact "$SCIFACT_DIR" \
   --rows "${ROWS:-100000}" ${1:+--json "$1"}

@@ -282,7 +282,7 @@ def failures_checks(args, single, proxy, shards, queries):
     check(rows == 10, f"after the locks are gone the proxy serves again: {rows} rows")
 
 
-def standby_checks(args, shards, queries):
+def standby_checks(args, proxy, shards, queries):
     """A streaming standby of shard 0 from a base backup."""
     primary_port, standby_port = shards.ports[0], args.port + 30
     standby = os.path.join(args.home, "shard-0-standby")
@@ -351,6 +351,17 @@ def standby_checks(args, shards, queries):
         check(differ == 0 and counts[0] == counts[1],
               f"after replay: {len(queries)} queries embedded on each server, standby top 10 (ids and scores) vs "
               f"primary: {differ} differ ({counts[1]} embedded passages on both)")
+        # A read-only proxy: shard 0's standby with shard 1's primary, against the main proxy.
+        ro = fresh_db(args.port, "inf_ir_proxy_ro")
+        psql_file(args.port, "inf_ir_proxy_ro", os.path.join(ROOT, "sql", "sharding", "proxy.sql"))
+        ro.execute("SELECT inf_ir_proxy.set_shards(%s)",
+                   ([f"host=127.0.0.1 port={standby_port} dbname={db} user=postgres"] + shards.conninfos(2)[1:],))
+        sql = "SELECT external_id, score FROM inf_ir_proxy.inf_search(NULL, %s, 10, 'scifact') ORDER BY rank"
+        differ = sum(ro.execute(sql, (q["text"],)).fetchall() != proxy.execute(sql, (q["text"],)).fetchall()
+                     for q in queries[:50])
+        check(differ == 0, f"a read-only proxy over shard 0's standby and shard 1: 50 queries, {differ} differ "
+                           f"from the proxy over the primaries")
+        ro.close()
         primary.close()
         replica.close()
     finally:
@@ -425,7 +436,7 @@ def main():
         failures_checks(args, single, proxy, shards, queries)
 
         # 3. A streaming standby of shard 0.
-        standby_checks(args, shards, queries)
+        standby_checks(args, proxy, shards, queries)
 
         # 4. Four shards: the same passages and vectors, moved from the single server.
         for _ in range(2):
@@ -443,6 +454,7 @@ def main():
         shards.remove_all()
         with connect(args.port) as c:
             c.execute("DROP DATABASE IF EXISTS inf_ir_proxy WITH (FORCE)")
+            c.execute("DROP DATABASE IF EXISTS inf_ir_proxy_ro WITH (FORCE)")
     if failures:
         sys.exit(f"FAILED: {len(failures)} check(s)")
 
