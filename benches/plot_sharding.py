@@ -16,7 +16,7 @@ except ImportError:
 
 def main():
     results = json.load(open(sys.argv[1]))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
     lines = [("one server, no proxy", results["single"])]
     lines += [(f"{k.split('_')[1]} shard(s) via PL/Proxy", v) for k, v in results.items() if k.startswith("shards_")]
     for label, r in lines:
@@ -28,7 +28,7 @@ def main():
     ax.set_ylabel("searches per second (inf_search_vector, k = 10)")
     ax.set_title(f"{results['rows']:,} x 384, all servers on one {results['cores']}-core machine", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=120)
 
