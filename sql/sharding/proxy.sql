@@ -4,7 +4,7 @@
 -- sql/sharding/shard.sql. A passage lives on the shard that
 -- hashtext(external_id) picks; a search embeds the query once here, sends
 -- the vector to every shard at once (PL/Proxy RUN ON ALL) and merges their
--- top k into the exact top k.
+-- top k into one top k: what one server holding every passage would return.
 CREATE EXTENSION IF NOT EXISTS plproxy;
 CREATE SCHEMA IF NOT EXISTS inf_ir_proxy;
 
@@ -236,9 +236,21 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;  -- the file was run before
 END $$;
 
+-- The shards' hits merged: the best k (all with k NULL), ties by
+-- external_id (passage ids are per shard), ranked from 1.
+CREATE OR REPLACE FUNCTION inf_ir_proxy.merge(hits inf_ir_proxy.hit[], k integer)
+RETURNS TABLE(external_id text, body text, score real, rank integer, shard_passage_id bigint)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT h.external_id, h.body, h.score,
+           (row_number() OVER (ORDER BY h.score DESC, h.external_id))::integer, h.shard_passage_id
+    FROM unnest(hits) h
+    ORDER BY h.score DESC, h.external_id
+    LIMIT k
+$$;
+
 -- Search a sharded corpus: the query embedded once here, with the corpus's
--- model; every shard's exact top k, all shards at once; the best k of
--- them, ties by external_id (passage ids are per shard). A shard that is
+-- model; every shard's top k (inf_search_vector there), all shards at
+-- once; the best k of them, ties by external_id (passage ids are per shard). A shard that is
 -- down, fails or passes set_shards' search_timeout makes it an ERROR
 -- naming the shard; with partial => true the search then asks the shards
 -- one by one and returns what the others have, with a NOTICE naming the
@@ -266,12 +278,9 @@ BEGIN
     END IF;
     IF NOT coalesce(partial, false) THEN
         q := inf_embed_query(instruction, query, inf_ir_proxy.corpus_model(inf_search.corpus));
-        RETURN QUERY
-            SELECT s.external_id, s.body, s.score,
-                   (row_number() OVER (ORDER BY s.score DESC, s.external_id))::integer, s.passage_id
-            FROM inf_ir_proxy.shard_search(q, k, inf_search.corpus) s
-            ORDER BY s.score DESC, s.external_id
-            LIMIT k;
+        RETURN QUERY SELECT * FROM inf_ir_proxy.merge(ARRAY(
+            SELECT ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit
+            FROM inf_ir_proxy.shard_search(q, k, inf_search.corpus) s), k);
         RETURN;
     END IF;
     -- Partial: all shards at once first, one by one only when that fails.
@@ -319,12 +328,7 @@ BEGIN
                 n - cardinality(missing), n, array_to_string(missing, '; ');
         END IF;
     END IF;
-    RETURN QUERY
-        SELECT h.external_id, h.body, h.score,
-               (row_number() OVER (ORDER BY h.score DESC, h.external_id))::integer, h.shard_passage_id
-        FROM unnest(hits) h
-        ORDER BY h.score DESC, h.external_id
-        LIMIT k;
+    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(hits, k);
 END $$;
 
 -- Search a sharded corpus by a query vector made elsewhere (with the
@@ -342,12 +346,9 @@ BEGIN
         RAISE EXCEPTION 'k must be between 1 and 10000, not %', coalesce(k::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'k is the number of passages to return, e.g. 10';
     END IF;
-    RETURN QUERY
-        SELECT s.external_id, s.body, s.score,
-               (row_number() OVER (ORDER BY s.score DESC, s.external_id))::integer, s.passage_id
-        FROM inf_ir_proxy.shard_search(query_embedding, k, inf_search_vector.corpus) s
-        ORDER BY s.score DESC, s.external_id
-        LIMIT k;
+    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(ARRAY(
+        SELECT ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit
+        FROM inf_ir_proxy.shard_search(query_embedding, k, inf_search_vector.corpus) s), k);
 END $$;
 
 -- Re-rank candidates of a sharded corpus by external id (e.g. a full-text
@@ -381,10 +382,5 @@ BEGIN
         RAISE NOTICE 'inf_ir_proxy.inf_rerank: % of % candidates are not passages of corpus "%"',
             cardinality(wanted) - coalesce(cardinality(hits), 0), cardinality(wanted), inf_rerank.corpus;
     END IF;
-    RETURN QUERY
-        SELECT h.external_id, h.body, h.score,
-               (row_number() OVER (ORDER BY h.score DESC, h.external_id))::integer, h.shard_passage_id
-        FROM unnest(hits) h
-        ORDER BY h.score DESC, h.external_id
-        LIMIT k;
+    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(hits, k);
 END $$;
