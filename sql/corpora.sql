@@ -52,11 +52,13 @@ SELECT pg_catalog.pg_extension_config_dump('inf_ir.passages', '');
 SELECT pg_catalog.pg_extension_config_dump('inf_ir.corpora_corpus_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('inf_ir.passages_passage_id_seq', '');
 
--- A changed title or body makes the stored embedding stale.
+-- A changed title or body makes the stored embedding stale, unless the
+-- same UPDATE brings a new embedding for the new text.
 CREATE FUNCTION inf_ir.passages_text_changed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
-    IF NEW.body IS DISTINCT FROM OLD.body OR NEW.title IS DISTINCT FROM OLD.title THEN
+    IF (NEW.body IS DISTINCT FROM OLD.body OR NEW.title IS DISTINCT FROM OLD.title)
+       AND NEW.embedding IS NOT DISTINCT FROM OLD.embedding THEN
         NEW.embedding := NULL;
         NEW.embedded_with := NULL;
     END IF;

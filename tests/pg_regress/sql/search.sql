@@ -161,6 +161,23 @@ COMMIT;
 SELECT inf_drop_corpus('bulk');
 ALTER TABLE inf_ir.passages RESET (autovacuum_enabled);
 
+-- An UPDATE of the text that brings the new text's embedding keeps it
+-- (how put_embedded_passages replaces a passage on a shard).
+SELECT inf_create_corpus('kept') > 0 AS created;
+INSERT INTO inf_ir.passages(corpus_id, external_id, body, embedding, embedded_with)
+SELECT c.corpus_id, 'k1', 'Hamsters are nocturnal.', inf_embed('Hamsters are nocturnal.'), m.fingerprint
+FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model WHERE c.name = 'kept';
+UPDATE inf_ir.passages p SET body = 'Hamsters are nocturnal rodents.',
+       embedding = inf_embed('Hamsters are nocturnal rodents.')
+FROM inf_ir.corpora c WHERE c.corpus_id = p.corpus_id AND c.name = 'kept';
+SELECT embedding IS NOT NULL AND embedded_with IS NOT NULL AS kept
+FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'kept';
+UPDATE inf_ir.passages p SET body = 'Hamsters sleep by day.'
+FROM inf_ir.corpora c WHERE c.corpus_id = p.corpus_id AND c.name = 'kept';
+SELECT embedding IS NULL AND embedded_with IS NULL AS stale
+FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'kept';
+SELECT inf_drop_corpus('kept');
+
 -- Bad input: clear ERRORs, the session goes on.
 SELECT * FROM inf_search(NULL, 'q', 0, 'pets');
 SELECT * FROM inf_search(NULL, 'q', 1000000, 'pets');
