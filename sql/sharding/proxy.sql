@@ -248,6 +248,13 @@ LANGUAGE sql IMMUTABLE AS $$
     LIMIT k
 $$;
 
+-- Every shard's top k for a query vector (all shards at once), to merge.
+CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_hits(query_embedding real[], k integer, corpus text)
+RETURNS inf_ir_proxy.hit[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit), '{}')
+    FROM inf_ir_proxy.shard_search(query_embedding, k, corpus) s
+$$;
+
 -- Search a sharded corpus: the query embedded once here, with the corpus's
 -- model; every shard's top k (inf_search_vector there), all shards at
 -- once; the best k of them, ties by external_id (passage ids are per shard). A shard that is
@@ -278,9 +285,7 @@ BEGIN
     END IF;
     IF NOT coalesce(partial, false) THEN
         q := inf_embed_query(instruction, query, inf_ir_proxy.corpus_model(inf_search.corpus));
-        RETURN QUERY SELECT * FROM inf_ir_proxy.merge(ARRAY(
-            SELECT ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit
-            FROM inf_ir_proxy.shard_search(q, k, inf_search.corpus) s), k);
+        RETURN QUERY SELECT * FROM inf_ir_proxy.inf_search_vector(q, k, inf_search.corpus);
         RETURN;
     END IF;
     -- Partial: all shards at once first, one by one only when that fails.
@@ -288,9 +293,7 @@ BEGIN
     BEGIN
         model := inf_ir_proxy.corpus_model(inf_search.corpus);
         q := inf_embed_query(instruction, query, model);
-        SELECT array_agg(ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit) INTO hits
-        FROM inf_ir_proxy.shard_search(q, k, inf_search.corpus) s;
-        hits := coalesce(hits, '{}');
+        hits := inf_ir_proxy.shard_hits(q, k, inf_search.corpus);
     EXCEPTION WHEN OTHERS THEN  -- not query_canceled: this session's cancel ends the search
         hits := NULL;
     END;
@@ -346,9 +349,7 @@ BEGIN
         RAISE EXCEPTION 'k must be between 1 and 10000, not %', coalesce(k::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'k is the number of passages to return, e.g. 10';
     END IF;
-    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(ARRAY(
-        SELECT ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit
-        FROM inf_ir_proxy.shard_search(query_embedding, k, inf_search_vector.corpus) s), k);
+    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(inf_ir_proxy.shard_hits(query_embedding, k, inf_search_vector.corpus), k);
 END $$;
 
 -- Re-rank candidates of a sharded corpus by external id (e.g. a full-text
