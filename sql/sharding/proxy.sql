@@ -236,6 +236,17 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;  -- the file was run before
 END $$;
 
+-- The k every search takes, checked on the proxy (as inf_search checks it
+-- on one server) before any shard is asked.
+CREATE OR REPLACE FUNCTION inf_ir_proxy.check_k(k integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF k IS NULL OR k < 1 OR k > 10000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 10000, not %', coalesce(k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'k is the number of passages to return, e.g. 10';
+    END IF;
+END $$;
+
 -- The shards' hits merged: the best k (all with k NULL), ties by
 -- external_id (passage ids are per shard), ranked from 1.
 CREATE OR REPLACE FUNCTION inf_ir_proxy.merge(hits inf_ir_proxy.hit[], k integer)
@@ -279,10 +290,7 @@ BEGIN
         RAISE EXCEPTION 'query must not be NULL' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'inf_ir_proxy.inf_search(instruction, query, k, corpus)';
     END IF;
-    IF k IS NULL OR k < 1 OR k > 10000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 10000, not %', coalesce(k::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'k is the number of passages to return, e.g. 10';
-    END IF;
+    PERFORM inf_ir_proxy.check_k(k);
     IF NOT coalesce(partial, false) THEN
         q := inf_embed_query(instruction, query, inf_ir_proxy.corpus_model(inf_search.corpus));
         RETURN QUERY SELECT * FROM inf_ir_proxy.inf_search_vector(q, k, inf_search.corpus);
@@ -345,10 +353,7 @@ BEGIN
         RAISE EXCEPTION 'query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'pass inf_embed_query(instruction, query, model)';
     END IF;
-    IF k IS NULL OR k < 1 OR k > 10000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 10000, not %', coalesce(k::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'k is the number of passages to return, e.g. 10';
-    END IF;
+    PERFORM inf_ir_proxy.check_k(k);
     RETURN QUERY SELECT * FROM inf_ir_proxy.merge(inf_ir_proxy.shard_hits(query_embedding, k, inf_search_vector.corpus), k);
 END $$;
 

@@ -204,6 +204,20 @@ def failures_checks(args, single, proxy, shards, queries):
     proxy.execute("SET client_min_messages = notice")
     proxy.execute("SET statement_timeout = '5s'")
 
+    # Bad input is refused on the proxy, as on one server, before any shard is asked.
+    refused = []
+    for call in ("inf_search(NULL, 'vitamin d', 0, 'scifact')",
+                 "inf_search(NULL, 'vitamin d', NULL, 'scifact', partial => true)",
+                 "inf_search_vector(array_fill(0.1::real, ARRAY[384]), 10001, 'scifact')",
+                 "inf_search(NULL, NULL, 10, 'scifact')"):
+        e, _ = search_error(proxy, f"SELECT count(*) FROM inf_ir_proxy.{call}")
+        refused.append(f"{e.sqlstate}: {e.diag.message_primary}" if e else "no error")
+    check(refused[:3] == ["22023: k must be between 1 and 10000, not 0",
+                          "22023: k must be between 1 and 10000, not NULL",
+                          "22023: k must be between 1 and 10000, not 10001"]
+          and refused[3].startswith("22004: query must not be NULL"),
+          f"bad input through the proxy: {refused}")
+
     # A stopped shard: a clear ERROR within statement_timeout; partial results on request.
     shards.stop(1)
     for attempt in ("first (its cached connection dies)", "next (no server to connect to)"):
