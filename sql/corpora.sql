@@ -45,8 +45,19 @@ CREATE TABLE inf_ir.embedding_runs (
     finished   boolean NOT NULL DEFAULT false
 );
 
-REVOKE ALL ON inf_ir.corpora, inf_ir.passages, inf_ir.embedding_runs FROM PUBLIC;
-GRANT SELECT ON inf_ir.corpora, inf_ir.passages, inf_ir.embedding_runs TO PUBLIC;
+-- Metadata filters with a vector index of their own (inf_filter_index): a
+-- partial inf_ivf index over the corpus's passages that contain the filter,
+-- named passages_ivf_<corpus_id>_<fingerprint prefix>_f<md5 prefix of filter::text>.
+CREATE TABLE inf_ir.filter_indexes (
+    corpus_id  integer NOT NULL REFERENCES inf_ir.corpora ON DELETE CASCADE,
+    filter     jsonb NOT NULL CHECK (jsonb_typeof(filter) = 'object' AND filter <> '{}'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (corpus_id, filter)
+);
+
+REVOKE ALL ON inf_ir.corpora, inf_ir.passages, inf_ir.embedding_runs, inf_ir.filter_indexes FROM PUBLIC;
+GRANT SELECT ON inf_ir.corpora, inf_ir.passages, inf_ir.embedding_runs, inf_ir.filter_indexes TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.filter_indexes', '');
 SELECT pg_catalog.pg_extension_config_dump('inf_ir.corpora', '');
 SELECT pg_catalog.pg_extension_config_dump('inf_ir.passages', '');
 SELECT pg_catalog.pg_extension_config_dump('inf_ir.corpora_corpus_id_seq', '');

@@ -218,8 +218,8 @@ pub fn index_name(corpus_id: i32, fingerprint: &str) -> String {
     format!("passages_ivf_{corpus_id}_{}", prefix.to_ascii_lowercase())
 }
 
-/// The corpus's vector indexes (any model version).
-fn corpus_indexes(corpus_id: i32) -> Vec<String> {
+/// The corpus's vector indexes (any model version, filter indexes too).
+pub fn corpus_indexes(corpus_id: i32) -> Vec<String> {
     Spi::connect(|client| {
         client
             .select(
@@ -236,20 +236,28 @@ fn corpus_indexes(corpus_id: i32) -> Vec<String> {
 
 /// Whether the vector index for these model files exists.
 pub fn has_index(corpus_id: i32, fingerprint: &str) -> bool {
-    super::spi_read::one_planned::<bool>(
-        "SELECT to_regclass('inf_ir.' || $1) IS NOT NULL",
-        &[index_name(corpus_id, fingerprint).into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    index_exists(&index_name(corpus_id, fingerprint))
 }
 
-fn create_index_sql(name: &str, corpus_id: i32, fingerprint: &str) -> String {
+/// Whether the index `inf_ir.<name>` exists.
+fn index_exists(name: &str) -> bool {
+    super::spi_read::one_planned::<bool>("SELECT to_regclass('inf_ir.' || $1) IS NOT NULL", &[name.into()])
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// The statement that makes a vector index of the corpus's passages with
+/// these model files (and, for a filter index, that contain `filter`).
+fn create_index_sql(name: &str, corpus_id: i32, fingerprint: &str, filter: Option<&str>) -> String {
     format!(
         "CREATE INDEX {name} ON inf_ir.passages USING inf_ivf (embedding)
-         WHERE corpus_id = {corpus_id} AND embedded_with = {}",
-        quote_literal(fingerprint)
+         WHERE corpus_id = {corpus_id} AND embedded_with = {}{}",
+        quote_literal(fingerprint),
+        filter.map_or(String::new(), |f| format!(
+            " AND metadata @> {}::jsonb",
+            quote_literal(f)
+        ))
     )
 }
 
@@ -283,31 +291,51 @@ pub fn extension_schema() -> String {
     })
 }
 
-/// Make (or retrain) the vector index of a corpus for its model's current
-/// files: created when missing, rebuilt when `rebuild` or when the corpus
-/// has at least doubled since its lists were trained (and has 2,000 rows).
-/// Indexes for older model files go; the metadata index is made if missing.
-/// Returns the index name.
+/// Make (or retrain) the vector indexes of a corpus for its model's current
+/// files, its own and one for each filter of inf_filter_index: created when
+/// missing, rebuilt when `rebuild` or when the rows they cover have at least
+/// doubled since their lists were trained (from 2,000 rows). Indexes for
+/// older model files go; the metadata index is made if missing. Returns the
+/// name of the corpus's own index.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
     let row = lookup(corpus);
     let model = registry::lookup(Some(&row.model));
     let name = index_name(row.corpus_id, &model.fingerprint);
     ensure_metadata_index(row.corpus_id);
+    let filters = super::filter_index::corpus_filters(row.corpus_id);
+    let wanted: Vec<(String, Option<&str>)> = std::iter::once((name.clone(), None))
+        .chain(filters.iter().map(|f| {
+            (
+                super::filter_index::index_name(row.corpus_id, &model.fingerprint, &f.digest),
+                Some(f.text.as_str()),
+            )
+        }))
+        .collect();
     for old in corpus_indexes(row.corpus_id) {
-        if old != name && !old.ends_with("_rebuild") {
+        if !old.ends_with("_rebuild") && !wanted.iter().any(|(w, _)| *w == old) {
             Spi::run(&format!("DROP INDEX inf_ir.{old}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
         }
     }
-    if !has_index(row.corpus_id, &model.fingerprint) {
-        Spi::run(&create_index_sql(&name, row.corpus_id, &model.fingerprint))
+    for (index, filter) in &wanted {
+        ensure_vector_index(row.corpus_id, &model.fingerprint, index, *filter, rebuild);
+    }
+    name
+}
+
+/// Create the vector index `name` when missing; rebuild it when `rebuild`
+/// or when the rows it covers have at least doubled since it was trained.
+pub fn ensure_vector_index(corpus_id: i32, fingerprint: &str, name: &str, filter: Option<&str>, rebuild: bool) {
+    if !index_exists(name) {
+        Spi::run(&create_index_sql(name, corpus_id, fingerprint, filter))
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {name}: {e}"));
         analyze_passages();
-        return name;
+        return;
     }
     let rows = Spi::get_one_with_args::<i64>(
-        "SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2",
-        &[row.corpus_id.into(), model.fingerprint.as_str().into()],
+        "SELECT count(*) FROM inf_ir.passages WHERE corpus_id = $1 AND embedded_with = $2
+           AND ($3::jsonb IS NULL OR metadata @> $3::jsonb)",
+        &[corpus_id.into(), fingerprint.into(), filter.into()],
     )
     .ok()
     .flatten()
@@ -317,14 +345,14 @@ fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
             "SELECT trained_rows FROM {}.inf_index_info(('inf_ir.' || $1)::regclass)",
             extension_schema()
         ),
-        &[name.as_str().into()],
+        &[name.into()],
     );
     let trained = trained.ok().flatten().unwrap_or(0);
     if rebuild || (rows >= 2000 && rows >= 2 * trained.max(1)) {
         // Build beside the old index (searches go on using it), then swap.
         let fresh = format!("{name}_rebuild");
         Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{fresh}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
-        Spi::run(&create_index_sql(&fresh, row.corpus_id, &model.fingerprint))
+        Spi::run(&create_index_sql(&fresh, corpus_id, fingerprint, filter))
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot rebuild index {name}: {e}"));
         Spi::run(&format!(
             "DROP INDEX inf_ir.{name}; ALTER INDEX inf_ir.{fresh} RENAME TO {name}"
@@ -332,7 +360,6 @@ fn inf_corpus_index(corpus: &str, rebuild: default!(bool, false)) -> String {
         .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot swap in the rebuilt index {name}: {e}"));
         analyze_passages();
     }
-    name
 }
 
 /// Fresh statistics after a bulk load: with the old ones the planner takes

@@ -140,6 +140,10 @@ fn search_corpus(
         ));
     }
     if let Some(f) = &filter {
+        // A filter with an index of its own (inf_filter_index): search it.
+        if let Some(index) = super::filter_index::find(corpus.corpus_id, &model.fingerprint, f) {
+            return with_texts(super::index_top_k::top_k(index, query_vector, k, TIE_SLACK));
+        }
         // A filter that keeps few passages: score all of them (exact). The
         // metadata index's candidate count decides before any row is read,
         // so a wrong estimate costs a bitmap, not a scan.

@@ -4,8 +4,9 @@
 1. While 4 sessions insert embedded passages (each its own commit), every
    process of the cluster gets SIGKILL, as in a power cut. After PostgreSQL's
    crash recovery, inf_index_check must report every visible row reachable
-   and no wrong entry, every acknowledged commit must be there, and searches
-   through the index (all lists probed) must equal an exact scan.
+   and no wrong entry (the corpus's index and a filter index alike), every
+   acknowledged commit must be there, and searches through the indexes (all
+   lists probed) must equal an exact scan.
 2. A standby made by pg_basebackup streams from the primary while it takes
    more writes; once caught up, its inf_search_vector results equal the
    primary's for 50 queries, and inf_index_check passes there too.
@@ -65,24 +66,35 @@ def pg_ctl(pg_bin, cluster, *args):
                                                                if k != "RUST_BACKTRACE"})
 
 
-def check_index(conn, label):
-    row = conn.execute("SELECT ok, entries, dead_entries, rows_expected, rows_reachable, rows_missing, "
-                       "wrong_entries, duplicate_entries FROM inf_index_check(('inf_ir.' || %s)::regclass)",
-                       (index_name(conn),)).fetchone()
-    print(f"  {label}: inf_index_check ok={row[0]}: {row[1]} entries ({row[2]} dead), {row[3]} rows expected, "
-          f"{row[4]} reachable, {row[5]} missing, {row[6]} wrong, {row[7]} duplicate")
-    return row[0]
+def check_indexes(conn, label):
+    """inf_index_check of every vector index of the corpus (its own and the filter index)."""
+    ok = True
+    for name in index_names(conn):
+        row = conn.execute("SELECT ok, entries, dead_entries, rows_expected, rows_reachable, rows_missing, "
+                           "wrong_entries, duplicate_entries FROM inf_index_check(('inf_ir.' || %s)::regclass)",
+                           (name,)).fetchone()
+        kind = "filter index" if name.count("_") == 4 else "corpus index"  # passages_ivf_<id>_<fp>[_f<md5>]
+        print(f"  {label}, {kind}: inf_index_check ok={row[0]}: {row[1]} entries ({row[2]} dead), {row[3]} rows "
+              f"expected, {row[4]} reachable, {row[5]} missing, {row[6]} wrong, {row[7]} duplicate")
+        ok = ok and row[0]
+    return ok
 
 
-def index_name(conn):
+def index_names(conn):
     fp, cid = corpus_ids(conn)
-    return conn.execute("SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'inf_ir'::regnamespace "
-                        "AND c.relname LIKE %s", (f"passages\\_ivf\\_{cid}\\_%",)).fetchone()[0]
+    names = [r[0] for r in conn.execute("SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = "
+                                        "'inf_ir'::regnamespace AND c.relname LIKE %s ORDER BY 1",
+                                        (f"passages\\_ivf\\_{cid}\\_%",))]
+    if len(names) != 2:
+        sys.exit(f"FAILED: expected the corpus's index and one filter index, found {names}")
+    return names
 
 
 # Keeps a third of the rows: inf_search answers it exactly through the
 # corpus's metadata index (GIN), so that index's WAL is checked too.
 TENANT = '{"tenant": 1}'
+# Another third, with a filter index of its own (a partial inf_ivf index).
+INDEXED_TENANT = '{"tenant": 2}'
 
 
 def search_ids(conn, q, exact, filt=None):
@@ -111,6 +123,7 @@ def main():
                             "embedded_with) VALUES (%s, %s, 'seed', jsonb_build_object('tenant', %s), %s::real[], %s)",
                             [(cid, f"s{i}", i % 3, vec(rng), fp) for i in range(4000)])
         conn.execute("SELECT inf_corpus_index(%s)", (CORPUS,))  # 4 lists, trained on the seed rows
+        conn.execute("SELECT inf_filter_index(%s, %s)", (CORPUS, INDEXED_TENANT))
 
     # 1. SIGKILL of every server process during a stream of inserts.
     stop, acknowledged = threading.Event(), []
@@ -134,7 +147,7 @@ def main():
     pg_ctl(args.pg_bin, args.cluster, "start")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET client_min_messages = warning")
-        if not check_index(conn, "after crash recovery"):
+        if not check_indexes(conn, "after crash recovery"):
             failures.append("index check after crash recovery")
         present = conn.execute("SELECT count(*) FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) "
                                "WHERE c.name = %s AND external_id = ANY(%s)", (CORPUS, acknowledged)).fetchone()[0]
@@ -152,6 +165,12 @@ def main():
               f"{len(queries)} differ")
         if fdiffer:
             failures.append("filtered searches differ from the exact filtered scan after recovery")
+        idiffer = sum(search_ids(conn, q, False, INDEXED_TENANT) != search_ids(conn, q, True, INDEXED_TENANT)
+                      for q in queries)
+        print(f"  filtered search (filter index) vs exact filtered scan after recovery: {idiffer} of "
+              f"{len(queries)} differ")
+        if idiffer:
+            failures.append("searches through the filter index differ from the exact filtered scan after recovery")
 
     # 2. A streaming standby from a base backup.
     standby = args.cluster.rstrip("/") + "-standby"
@@ -199,11 +218,14 @@ def main():
             queries = [vec(rng) for _ in range(50)]
             differ = sum(search_ids(p, q, False) != search_ids(s, q, False) for q in queries)
             differ += sum(search_ids(p, q, False, TENANT) != search_ids(s, q, False, TENANT) for q in queries)
-            print(f"  standby caught up ({rows[1]} passages, primary {rows[0]}): {differ} of {2 * len(queries)} "
-                  f"inf_search_vector results (half of them filtered) differ from the primary's")
+            differ += sum(search_ids(p, q, False, INDEXED_TENANT) != search_ids(s, q, False, INDEXED_TENANT)
+                          for q in queries)
+            print(f"  standby caught up ({rows[1]} passages, primary {rows[0]}): {differ} of {3 * len(queries)} "
+                  f"inf_search_vector results (unfiltered, filtered, through the filter index) differ from the "
+                  f"primary's")
             if differ or rows[0] != rows[1]:
                 failures.append("the standby's searches differ from the primary's")
-            if not check_index(s, "on the standby"):
+            if not check_indexes(s, "on the standby"):
                 failures.append("index check on the standby")
             texts = s.execute("SELECT count(*) FROM inf_search(NULL, 'a query embedded on the standby', 5, %s)",
                               (CORPUS,)).fetchone()[0]

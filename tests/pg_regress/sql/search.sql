@@ -92,8 +92,54 @@ SELECT s, filtered_top(s) AS top FROM generate_series(0, 49) s WHERE filtered_to
 SET inf_ir.exact_filter_rows = 250;
 SELECT count(*) > 0 AND bool_and(filtered_top(s) = top) AS capped_falls_back_to_index FROM through_index;
 RESET inf_ir.exact_filter_rows;
+-- A filter index: a vector index of the passages one filter keeps (400
+-- here: one list, so even 1 probe reads them all and the answer is exact).
+-- inf_search with an equal filter (any key order or spacing) reads it.
+-- Two of the shards whose answer through the corpus's index was not exact:
+SELECT min(s) AS fa, max(s) AS fb FROM through_index \gset
+SELECT inf_filter_index('filtered', jsonb_build_object('shard', :fa)) AS fa_index \gset
+SELECT :'fa_index' ~ '^passages_ivf_[0-9]+_[0-9a-f]{12}_f[0-9a-f]{10}$' AS named,
+       inf_filter_index('filtered', format('{ "shard" :%s }', :fa)::jsonb) = :'fa_index' AS equal_filter_same_index;
+SELECT inf_filter_index('filtered', jsonb_build_object('shard', :fb)) <> :'fa_index' AS other_filter_other_index;
+SELECT c.name, f.filter = jsonb_build_object('shard', :fa) AS fa, f.filter = jsonb_build_object('shard', :fb) AS fb
+FROM inf_ir.filter_indexes f JOIN inf_ir.corpora c USING (corpus_id) ORDER BY f.filter::text;
+SET inf_ir.exact_filter_rows = 0;  -- without a filter index: the corpus's index, approximate at 1 probe
+BEGIN;
+SELECT filtered_top(:fa) = exact_filtered_top(:fa) AS filter_index_exact,
+       filtered_top(:fb) = exact_filtered_top(:fb) AS other_filter_index_exact;
+SELECT pg_stat_get_xact_numscans(('inf_ir.' || :'fa_index')::regclass) AS filter_index_scans;
+COMMIT;
+SELECT bool_and(filtered_top(s) = top) AS other_filters_still_through_the_corpus_index
+FROM through_index WHERE s NOT IN (:fa, :fb);
+-- Kept current: a new passage with the filter is found at once, one whose
+-- metadata no longer matches is gone.
+INSERT INTO inf_ir.passages(corpus_id, external_id, body, metadata, embedding, embedded_with)
+SELECT c.corpus_id, 'new', 'the query itself', jsonb_build_object('shard', :fa), (SELECT v FROM fq), m.fingerprint
+FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model WHERE c.name = 'filtered';
+WITH second AS (SELECT (filtered_top(:fa))[2] AS id)
+UPDATE inf_ir.passages p SET metadata = '{"shard": -1}' FROM second, inf_ir.corpora c
+WHERE p.external_id = second.id AND p.corpus_id = c.corpus_id AND c.name = 'filtered';
+SELECT (filtered_top(:fa))[1] AS best, filtered_top(:fa) = exact_filtered_top(:fa) AS exact_after_writes;
+SELECT ok, rows_expected, rows_missing, wrong_entries FROM inf_index_check(('inf_ir.' || :'fa_index')::regclass);
+-- inf_corpus_index keeps filter indexes (and makes missing ones).
+DROP INDEX inf_ir.:"fa_index";
+SELECT inf_corpus_index('filtered') LIKE 'passages_ivf_%' AS reindexed,
+       to_regclass('inf_ir.' || :'fa_index') IS NOT NULL AS filter_index_made_again;
+-- Bad input.
+SELECT inf_filter_index('filtered', NULL);
+SELECT inf_filter_index('filtered', '[1, 2]');
+SELECT inf_filter_index('filtered', '{}');
+SELECT inf_filter_index(NULL, '{"shard": 7}');
+SELECT inf_filter_index('no such corpus', '{"shard": 7}');
+SELECT inf_drop_filter_index('filtered', jsonb_build_object('shard', :fb)) AS dropped,
+       inf_drop_filter_index('filtered', jsonb_build_object('shard', :fb)) AS again;
+SELECT count(*) AS indexes_of_fb FROM pg_indexes
+WHERE indexname LIKE 'passages_ivf_%_f' || left(md5(jsonb_build_object('shard', :fb)::text), 10);
+RESET inf_ir.exact_filter_rows;
 RESET inf_ir.probes;
 SELECT inf_drop_corpus('filtered') AS dropped;
+SELECT count(*) AS filter_indexes_left FROM inf_ir.filter_indexes;
+SELECT count(*) AS vector_indexes_left FROM pg_indexes WHERE indexname LIKE :'fa_index' || '%';
 SELECT count(*) AS metadata_indexes_left FROM pg_indexes WHERE indexname LIKE 'passages_metadata_%'
   AND indexname <> 'passages_metadata_' || (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'pets');
 
