@@ -5,6 +5,7 @@
 -- hashtext(external_id) picks; a search embeds the query once here, sends
 -- the vector to every shard at once (PL/Proxy RUN ON ALL) and merges their
 -- top k into one top k: what one server holding every passage would return.
+SET client_min_messages = warning;  -- not the NOTICEs of DROP FUNCTION IF EXISTS (older signatures)
 CREATE EXTENSION IF NOT EXISTS plproxy;
 CREATE SCHEMA IF NOT EXISTS inf_ir_proxy;
 
@@ -90,22 +91,27 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Calls that run on the shards.
-CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_search(query_embedding real[], k integer, corpus text)
+-- (Signatures from before filters and metadata are dropped first, here and
+-- below, so that calls with the old arguments are not ambiguous.)
+DROP FUNCTION IF EXISTS inf_ir_proxy.shard_search(real[], integer, text);
+CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_search(query_embedding real[], k integer, corpus text, filter jsonb)
 RETURNS TABLE(passage_id bigint, external_id text, body text, score real, rank integer)
 LANGUAGE plproxy AS $$
     CLUSTER 'inf_ir_shards_search';
     RUN ON ALL;
-    SELECT passage_id, external_id, body, score, rank FROM inf_ir_shard.search(query_embedding, k, corpus);
+    SELECT passage_id, external_id, body, score, rank FROM inf_ir_shard.search(query_embedding, k, corpus, filter);
 $$;
 
 -- The same on one shard (0 .. shard_count() - 1): a partial search asks
 -- the shards one by one to learn which of them fail.
-CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_search_on(shard integer, query_embedding real[], k integer, corpus text)
+DROP FUNCTION IF EXISTS inf_ir_proxy.shard_search_on(integer, real[], integer, text);
+CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_search_on(shard integer, query_embedding real[], k integer, corpus text,
+    filter jsonb)
 RETURNS TABLE(passage_id bigint, external_id text, body text, score real, rank integer)
 LANGUAGE plproxy AS $$
     CLUSTER 'inf_ir_shards_search';
     RUN ON shard;
-    SELECT passage_id, external_id, body, score, rank FROM inf_ir_shard.search(query_embedding, k, corpus);
+    SELECT passage_id, external_id, body, score, rank FROM inf_ir_shard.search(query_embedding, k, corpus, filter);
 $$;
 
 CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_corpus_model_on(shard integer, corpus text) RETURNS text
@@ -150,40 +156,46 @@ LANGUAGE plproxy AS $$
 $$;
 
 -- Many at once: PL/Proxy splits the arrays by shard and sends each its part.
+DROP FUNCTION IF EXISTS inf_ir_proxy.shard_put_passages(text, text[], text[], text[]);
 CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_put_passages(corpus text, external_ids text[], bodies text[],
-    titles text[]) RETURNS SETOF bigint
+    titles text[], metadatas jsonb[]) RETURNS SETOF bigint
 LANGUAGE plproxy AS $$
     CLUSTER 'inf_ir_shards';
-    SPLIT external_ids, bodies, titles;
+    SPLIT external_ids, bodies, titles, metadatas;
     RUN ON hashtext(external_ids);
-    SELECT inf_ir_shard.put_passages(corpus, external_ids, bodies, titles);
+    SELECT inf_ir_shard.put_passages(corpus, external_ids, bodies, titles, metadatas);
 $$;
 
--- titles may be NULL (PL/Proxy splits only arrays of one length); the
--- number of passages stored.
+-- titles and metadatas (one jsonb object each) may be NULL (PL/Proxy
+-- splits only arrays of one length); the number of passages stored.
+DROP FUNCTION IF EXISTS inf_ir_proxy.put_passages(text, text[], text[], text[]);
 CREATE OR REPLACE FUNCTION inf_ir_proxy.put_passages(corpus text, external_ids text[], bodies text[],
-    titles text[] DEFAULT NULL) RETURNS bigint
+    titles text[] DEFAULT NULL, metadatas jsonb[] DEFAULT NULL) RETURNS bigint
 LANGUAGE sql AS $$
     SELECT sum(n)::bigint FROM inf_ir_proxy.shard_put_passages(corpus, external_ids, bodies,
-        coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)]))) n
+        coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])),
+        coalesce(metadatas, array_fill('{}'::jsonb, ARRAY[cardinality(external_ids)]))) n
 $$;
 
 -- Passages with embeddings made elsewhere (see inf_ir_shard.put_embedded_passages):
 -- moving a corpus onto shards without embedding it again.
+DROP FUNCTION IF EXISTS inf_ir_proxy.shard_put_embedded_passages(text, text[], text[], text[], text[], text);
 CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_put_embedded_passages(corpus text, external_ids text[], bodies text[],
-    titles text[], embeddings text[], fingerprint text) RETURNS SETOF bigint
+    titles text[], embeddings text[], fingerprint text, metadatas jsonb[]) RETURNS SETOF bigint
 LANGUAGE plproxy AS $$
     CLUSTER 'inf_ir_shards';
-    SPLIT external_ids, bodies, titles, embeddings;
+    SPLIT external_ids, bodies, titles, embeddings, metadatas;
     RUN ON hashtext(external_ids);
-    SELECT inf_ir_shard.put_embedded_passages(corpus, external_ids, bodies, titles, embeddings, fingerprint);
+    SELECT inf_ir_shard.put_embedded_passages(corpus, external_ids, bodies, titles, embeddings, fingerprint, metadatas);
 $$;
 
+DROP FUNCTION IF EXISTS inf_ir_proxy.put_embedded_passages(text, text[], text[], text[], text[], text);
 CREATE OR REPLACE FUNCTION inf_ir_proxy.put_embedded_passages(corpus text, external_ids text[], bodies text[],
-    titles text[], embeddings text[], fingerprint text) RETURNS bigint
+    titles text[], embeddings text[], fingerprint text, metadatas jsonb[] DEFAULT NULL) RETURNS bigint
 LANGUAGE sql AS $$
     SELECT sum(n)::bigint FROM inf_ir_proxy.shard_put_embedded_passages(corpus, external_ids, bodies,
-        coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])), embeddings, fingerprint) n
+        coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])), embeddings, fingerprint,
+        coalesce(metadatas, array_fill('{}'::jsonb, ARRAY[cardinality(external_ids)]))) n
 $$;
 
 CREATE OR REPLACE FUNCTION inf_ir_proxy.embed_step(corpus text, max_passages integer) RETURNS SETOF integer
@@ -260,10 +272,11 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Every shard's top k for a query vector (all shards at once), to merge.
-CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_hits(query_embedding real[], k integer, corpus text)
+DROP FUNCTION IF EXISTS inf_ir_proxy.shard_hits(real[], integer, text);
+CREATE OR REPLACE FUNCTION inf_ir_proxy.shard_hits(query_embedding real[], k integer, corpus text, filter jsonb)
 RETURNS inf_ir_proxy.hit[] LANGUAGE sql AS $$
     SELECT coalesce(array_agg(ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit), '{}')
-    FROM inf_ir_proxy.shard_search(query_embedding, k, corpus) s
+    FROM inf_ir_proxy.shard_search(query_embedding, k, corpus, filter) s
 $$;
 
 -- Search a sharded corpus: the query embedded once here, with the corpus's
@@ -273,9 +286,11 @@ $$;
 -- naming the shard; with partial => true the search then asks the shards
 -- one by one and returns what the others have, with a NOTICE naming the
 -- ones missing. This session's cancel and statement_timeout are never
--- turned into partial results: they end the search on every shard.
+-- turned into partial results: they end the search on every shard. filter
+-- is inf_search's (metadata @> filter), applied on every shard.
+DROP FUNCTION IF EXISTS inf_ir_proxy.inf_search(text, text, integer, text, boolean);
 CREATE OR REPLACE FUNCTION inf_ir_proxy.inf_search(instruction text, query text, k integer DEFAULT 10,
-    corpus text DEFAULT 'default', partial boolean DEFAULT false)
+    corpus text DEFAULT 'default', partial boolean DEFAULT false, filter jsonb DEFAULT NULL)
 RETURNS TABLE(external_id text, body text, score real, rank integer, shard_passage_id bigint)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -293,7 +308,7 @@ BEGIN
     PERFORM inf_ir_proxy.check_k(k);
     IF NOT coalesce(partial, false) THEN
         q := inf_embed_query(instruction, query, inf_ir_proxy.corpus_model(inf_search.corpus));
-        RETURN QUERY SELECT * FROM inf_ir_proxy.inf_search_vector(q, k, inf_search.corpus);
+        RETURN QUERY SELECT * FROM inf_ir_proxy.inf_search_vector(q, k, inf_search.corpus, inf_search.filter);
         RETURN;
     END IF;
     -- Partial: all shards at once first, one by one only when that fails.
@@ -301,7 +316,7 @@ BEGIN
     BEGIN
         model := inf_ir_proxy.corpus_model(inf_search.corpus);
         q := inf_embed_query(instruction, query, model);
-        hits := inf_ir_proxy.shard_hits(q, k, inf_search.corpus);
+        hits := inf_ir_proxy.shard_hits(q, k, inf_search.corpus, inf_search.filter);
     EXCEPTION WHEN OTHERS THEN  -- not query_canceled: this session's cancel ends the search
         hits := NULL;
     END;
@@ -325,7 +340,7 @@ BEGIN
                     RAISE EXCEPTION 'corpus "%" has another model on this shard', inf_search.corpus;
                 END IF;
                 hits := hits || ARRAY(SELECT ROW(s.external_id, s.body, s.score, s.passage_id)::inf_ir_proxy.hit
-                                      FROM inf_ir_proxy.shard_search_on(shard, q, k, inf_search.corpus) s);
+                                      FROM inf_ir_proxy.shard_search_on(shard, q, k, inf_search.corpus, inf_search.filter) s);
             EXCEPTION WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
                 missing := missing || format('shard %s (%s)', shard, split_part(failure, E'\n', 1));
@@ -344,8 +359,9 @@ END $$;
 
 -- Search a sharded corpus by a query vector made elsewhere (with the
 -- corpus's model): every shard's top k, merged as in inf_search.
+DROP FUNCTION IF EXISTS inf_ir_proxy.inf_search_vector(real[], integer, text);
 CREATE OR REPLACE FUNCTION inf_ir_proxy.inf_search_vector(query_embedding real[], k integer DEFAULT 10,
-    corpus text DEFAULT 'default')
+    corpus text DEFAULT 'default', filter jsonb DEFAULT NULL)
 RETURNS TABLE(external_id text, body text, score real, rank integer, shard_passage_id bigint)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -354,7 +370,8 @@ BEGIN
             HINT = 'pass inf_embed_query(instruction, query, model)';
     END IF;
     PERFORM inf_ir_proxy.check_k(k);
-    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(inf_ir_proxy.shard_hits(query_embedding, k, inf_search_vector.corpus), k);
+    RETURN QUERY SELECT * FROM inf_ir_proxy.merge(
+        inf_ir_proxy.shard_hits(query_embedding, k, inf_search_vector.corpus, inf_search_vector.filter), k);
 END $$;
 
 -- Re-rank candidates of a sharded corpus by external id (e.g. a full-text
@@ -390,3 +407,20 @@ BEGIN
     END IF;
     RETURN QUERY SELECT * FROM inf_ir_proxy.merge(hits, k);
 END $$;
+
+-- A filter index (inf_filter_index) for the corpus on every shard: each
+-- shard's name for it.
+CREATE OR REPLACE FUNCTION inf_ir_proxy.filter_index(corpus text, filter jsonb) RETURNS SETOF text
+LANGUAGE plproxy AS $$
+    CLUSTER 'inf_ir_shards';
+    RUN ON ALL;
+    SELECT inf_ir_shard.filter_index(corpus, filter);
+$$;
+
+-- Drop it on every shard: whether each had one.
+CREATE OR REPLACE FUNCTION inf_ir_proxy.drop_filter_index(corpus text, filter jsonb) RETURNS SETOF boolean
+LANGUAGE plproxy AS $$
+    CLUSTER 'inf_ir_shards';
+    RUN ON ALL;
+    SELECT inf_ir_shard.drop_filter_index(corpus, filter);
+$$;

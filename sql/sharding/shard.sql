@@ -3,6 +3,7 @@
 -- (sql/sharding/proxy.sql) call these through PL/Proxy; a shard is a plain
 -- inf_ir database that holds the passages whose hashtext(external_id) maps
 -- to it, embeds them with its own worker and answers inf_search_vector.
+SET client_min_messages = warning;  -- not the NOTICEs of DROP FUNCTION IF EXISTS (older signatures)
 CREATE SCHEMA IF NOT EXISTS inf_ir_shard;
 
 -- Add or replace a passage of a corpus (a changed text loses its embedding,
@@ -27,12 +28,15 @@ BEGIN
 END $$;
 
 -- Many at once (the proxy's put_passages sends each shard its own part).
+-- metadatas: one jsonb object per passage, or NULL for '{}' everywhere.
+DROP FUNCTION IF EXISTS inf_ir_shard.put_passages(text, text[], text[], text[]);  -- before metadatas
 CREATE OR REPLACE FUNCTION inf_ir_shard.put_passages(corpus text, external_ids text[], bodies text[],
-    titles text[] DEFAULT NULL) RETURNS bigint
+    titles text[] DEFAULT NULL, metadatas jsonb[] DEFAULT NULL) RETURNS bigint
 LANGUAGE sql AS $$
-    SELECT count(inf_ir_shard.put_passage(put_passages.corpus, e, b, t))
-    FROM unnest(external_ids, bodies, coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])))
-         AS u(e, b, t)
+    SELECT count(inf_ir_shard.put_passage(put_passages.corpus, e, b, t, m))
+    FROM unnest(external_ids, bodies, coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])),
+                coalesce(metadatas, array_fill(NULL::jsonb, ARRAY[cardinality(external_ids)])))
+         AS u(e, b, t, m)
 $$;
 
 -- The corpus's model (the proxy embeds queries with it), or NULL.
@@ -88,8 +92,9 @@ END $$;
 -- embedding it again). embeddings[i] is a real[] in text form; fingerprint
 -- is inf_ir.models.fingerprint of the model files that made them, which
 -- must be this shard's current files for the corpus's model.
+DROP FUNCTION IF EXISTS inf_ir_shard.put_embedded_passages(text, text[], text[], text[], text[], text);  -- before metadatas
 CREATE OR REPLACE FUNCTION inf_ir_shard.put_embedded_passages(corpus text, external_ids text[], bodies text[],
-    titles text[], embeddings text[], fingerprint text) RETURNS bigint
+    titles text[], embeddings text[], fingerprint text, metadatas jsonb[] DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     c record;
@@ -118,13 +123,14 @@ BEGIN
         RAISE EXCEPTION 'every embedding must have % finite values', c.dimension
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the vectors of inf_ir.passages.embedding as text';
     END IF;
-    INSERT INTO inf_ir.passages AS p (corpus_id, external_id, title, body, embedding, embedded_with)
-    SELECT c.corpus_id, u.e, u.t, u.b, u.v::real[], c.fingerprint
+    INSERT INTO inf_ir.passages AS p (corpus_id, external_id, title, body, metadata, embedding, embedded_with)
+    SELECT c.corpus_id, u.e, u.t, u.b, coalesce(u.m, '{}'), u.v::real[], c.fingerprint
     FROM unnest(external_ids, bodies, coalesce(titles, array_fill(NULL::text, ARRAY[cardinality(external_ids)])),
-                embeddings) AS u(e, b, t, v)
+                embeddings, coalesce(metadatas, array_fill(NULL::jsonb, ARRAY[cardinality(external_ids)])))
+         AS u(e, b, t, v, m)
     ON CONFLICT (corpus_id, external_id) DO UPDATE
-        SET title = EXCLUDED.title, body = EXCLUDED.body, embedding = EXCLUDED.embedding,
-            embedded_with = EXCLUDED.embedded_with;
+        SET title = EXCLUDED.title, body = EXCLUDED.body, metadata = EXCLUDED.metadata,
+            embedding = EXCLUDED.embedding, embedded_with = EXCLUDED.embedded_with;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
@@ -157,13 +163,26 @@ END $$;
 -- PL/Proxy treats a relayed 57014 as its own cancel and then at times
 -- misses the reply until the caller's statement_timeout; a plain ERROR
 -- reaches the proxy at once and names the shard there.
-CREATE OR REPLACE FUNCTION inf_ir_shard.search(query_embedding real[], k integer, corpus text)
+DROP FUNCTION IF EXISTS inf_ir_shard.search(real[], integer, text);  -- before filter
+CREATE OR REPLACE FUNCTION inf_ir_shard.search(query_embedding real[], k integer, corpus text,
+    filter jsonb DEFAULT NULL)
 RETURNS TABLE(passage_id bigint, external_id text, body text, score real, rank integer)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY SELECT s.passage_id, s.external_id, s.body, s.score, s.rank
-                 FROM inf_search_vector(query_embedding, k, corpus) s;
+                 FROM inf_search_vector(query_embedding, k, corpus, filter => search.filter) s;
 EXCEPTION WHEN query_canceled THEN
     RAISE EXCEPTION 'the search on this shard was canceled: %', SQLERRM
         USING HINT = 'statement_timeout here is the proxy''s search_timeout (inf_ir_proxy.set_shards)';
 END $$;
+
+-- A filter index on this shard (inf_filter_index) and its removal; the
+-- proxy's filter_index / drop_filter_index call these on every shard.
+CREATE OR REPLACE FUNCTION inf_ir_shard.filter_index(corpus text, filter jsonb) RETURNS text
+LANGUAGE sql AS $$
+    SELECT inf_filter_index(filter_index.corpus, filter_index.filter)
+$$;
+CREATE OR REPLACE FUNCTION inf_ir_shard.drop_filter_index(corpus text, filter jsonb) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT inf_drop_filter_index(drop_filter_index.corpus, drop_filter_index.filter)
+$$;

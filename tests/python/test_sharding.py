@@ -17,8 +17,10 @@ that eval_retrieval.py leaves (scifact_eval, dl19_eval):
    within statement_timeout.
 3. A streaming standby of shard 0 from a base backup answers inf_search
    while its primary takes writes, then equals the primary for 300 queries.
-4. 4 shards (the vectors moved with put_embedded_passages): 300 queries
-   equal the single server's.
+4. 4 shards (the vectors and metadata moved with put_embedded_passages):
+   300 queries equal the single server's; filtered searches equal its exact
+   filtered scan, through each shard's filter path and through filter
+   indexes made on every shard; metadata loaded with put_passages is found.
 Skips cleanly without PL/Proxy or ../shared/data.
 
 Usage: test_sharding.py --port P --pg-bin DIR --home DIR --data DIR
@@ -130,23 +132,80 @@ def compare_with_single(single, proxy, queries, corpus, label):
 
 
 def copy_embedded(single, proxy, source, target):
-    """Move a single-server corpus with its vectors onto the shards."""
+    """Move a single-server corpus with its vectors and metadata onto the shards; the
+    metadata gains "bucket" (0..7, from a hash of external_id) for the filter checks."""
     fingerprint = single.execute(
         "SELECT m.fingerprint FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model WHERE c.name = %s",
         (source,)).fetchone()[0]
     rows = single.execute(
-        "SELECT p.external_id, p.body, p.title, p.embedding::text FROM inf_ir.passages p "
+        f"SELECT p.external_id, p.body, p.title, p.embedding::text, p.metadata || {BUCKET_JSON} FROM inf_ir.passages p "
         "JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = %s AND p.embedded_with = %s ORDER BY p.passage_id",
         (source, fingerprint)).fetchall()
     t0 = time.monotonic()
     stored = 0
     for i in range(0, len(rows), 1000):
         part = rows[i:i + 1000]
-        stored += proxy.execute("SELECT inf_ir_proxy.put_embedded_passages(%s, %s, %s, %s, %s, %s)",
+        stored += proxy.execute("SELECT inf_ir_proxy.put_embedded_passages(%s, %s, %s, %s, %s, %s, %s::jsonb[])",
                                 (target, [r[0] for r in part], [r[1] for r in part], [r[2] for r in part],
-                                 [r[3] for r in part], fingerprint)).fetchone()[0]
+                                 [r[3] for r in part], fingerprint, [json.dumps(r[4]) for r in part])).fetchone()[0]
     proxy.execute("CALL inf_ir_proxy.embed_corpus(%s)", (target,))  # nothing to embed: builds each shard's index
     return len(rows), stored, time.monotonic() - t0
+
+
+# An eighth of the passages per bucket, the same on the single server (computed) and the shards (stored).
+BUCKET = "abs(hashtext(p.external_id || '/b')) %% 8"
+BUCKET_JSON = f"jsonb_build_object('bucket', {BUCKET})"
+
+
+def close_rankings(want, got, eps=1e-5):
+    """Equal lists of (id, score), but for the order of scores within eps (the shards score
+    kept rows in their own loop, the reference with inf_cosine_distance: last bits differ)."""
+    if len(want) != len(got) or any(abs(w[1] - g[1]) > eps for w, g in zip(want, got)):
+        return False
+    clear = [w[0] for w in want if w[1] > want[-1][1] + eps]
+    return all(i in {g[0] for g in got} for i in clear)
+
+
+def filter_checks(single, proxy, queries, corpus):
+    """Filters through the proxy equal the single server's exact filtered scan: through each
+    shard's exact filter path, then through a filter index made on every shard; and metadata
+    loaded in bulk through the proxy is what a filter finds."""
+    model, fingerprint = single.execute(
+        "SELECT c.model, m.fingerprint FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model "
+        "WHERE c.name = 'scifact_eval'").fetchone()
+
+    def exact(text, bucket):
+        return single.execute(
+            "WITH q AS MATERIALIZED (SELECT inf_embed_query(NULL, %s, %s) AS v) "
+            "SELECT p.external_id, (1 - inf_cosine_distance(p.embedding, q.v))::real AS score "
+            "FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id), q "
+            f"WHERE c.name = 'scifact_eval' AND p.embedded_with = %s AND {BUCKET} = %s "
+            "ORDER BY score DESC, p.external_id LIMIT 10", (text, model, fingerprint, bucket)).fetchall()
+
+    def through_proxy(text, bucket):
+        return proxy.execute("SELECT external_id, score FROM inf_ir_proxy.inf_search(NULL, %s, 10, %s, "
+                             "filter => %s::jsonb) ORDER BY rank",
+                             (text, corpus, json.dumps({"bucket": bucket}))).fetchall()
+
+    sample = queries[:100]
+    differ = sum(not close_rankings(exact(q["text"], 3), through_proxy(q["text"], 3)) for q in sample)
+    check(differ == 0, f"filter {{\"bucket\": 3}} (1/8 of the passages) through the proxy: {len(sample)} queries, "
+                       f"{differ} differ from the single server's exact filtered scan")
+    names = [r[0] for r in proxy.execute("SELECT inf_ir_proxy.filter_index(%s, '{\"bucket\": 5}')", (corpus,))]
+    differ = sum(not close_rankings(exact(q["text"], 5), through_proxy(q["text"], 5)) for q in sample)
+    dropped = [r[0] for r in proxy.execute("SELECT inf_ir_proxy.drop_filter_index(%s, '{\"bucket\": 5}')",
+                                           (corpus,))]
+    check(differ == 0 and len(names) == 4 and all("_f" in n for n in names) and dropped == [True] * 4,
+          f"a filter index on every shard (inf_ir_proxy.filter_index: {len(names)} made, e.g. {names[0]}): "
+          f"{differ} of {len(sample)} filtered searches differ; drop_filter_index: {dropped}")
+    ids = ["bulk-1", "bulk-2", "bulk-3"]
+    proxy.execute("SELECT inf_ir_proxy.put_passages(%s, %s, %s, NULL, %s::jsonb[])",
+                  (corpus, ids, ["Vitamin D and bone density.", "Coffee and sleep.", "Untagged text."],
+                   ['{"tag": "bulk"}', '{"tag": "bulk"}', "{}"]))
+    proxy.execute("CALL inf_ir_proxy.embed_corpus(%s)", (corpus,))
+    got = sorted(r[0] for r in proxy.execute("SELECT external_id FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', "
+                                              "10, %s, filter => '{\"tag\": \"bulk\"}')", (corpus,)))
+    check(got == ids[:2], f"metadata loaded with put_passages through the proxy: the filter finds {got}")
 
 
 def dl19_rerank(args, single, proxy, shards_label):
@@ -463,6 +522,7 @@ def main():
               f"4 shards: {stored} SciFact passages with their vectors moved from the single server in {took:.1f} s "
               f"({', '.join(str(c[0]) for c in counts)})")
         compare_with_single(single, proxy, queries, "scifact4", "4 shards")
+        filter_checks(single, proxy, queries, "scifact4")
         proxy.close()
     finally:
         shards.remove_all()
