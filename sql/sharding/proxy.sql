@@ -408,19 +408,18 @@ BEGIN
     RETURN QUERY SELECT * FROM inf_ir_proxy.merge(hits, k);
 END $$;
 
--- A filter index (inf_filter_index) for the corpus on every shard: each
--- shard's name for it.
+-- inf_filter_index for the corpus on every shard: each shard's name for it.
 CREATE OR REPLACE FUNCTION inf_ir_proxy.filter_index(corpus text, filter jsonb) RETURNS SETOF text
 LANGUAGE plproxy AS $$
     CLUSTER 'inf_ir_shards';
     RUN ON ALL;
-    SELECT inf_ir_shard.filter_index(corpus, filter);
+    SELECT inf_filter_index(corpus, filter);
 $$;
 
--- Drop it on every shard: whether each had one.
+-- inf_drop_filter_index on every shard: whether each had one.
 CREATE OR REPLACE FUNCTION inf_ir_proxy.drop_filter_index(corpus text, filter jsonb) RETURNS SETOF boolean
 LANGUAGE plproxy AS $$
     CLUSTER 'inf_ir_shards';
     RUN ON ALL;
-    SELECT inf_ir_shard.drop_filter_index(corpus, filter);
+    SELECT inf_drop_filter_index(corpus, filter);
 $$;

@@ -175,14 +175,3 @@ EXCEPTION WHEN query_canceled THEN
     RAISE EXCEPTION 'the search on this shard was canceled: %', SQLERRM
         USING HINT = 'statement_timeout here is the proxy''s search_timeout (inf_ir_proxy.set_shards)';
 END $$;
-
--- A filter index on this shard (inf_filter_index) and its removal; the
--- proxy's filter_index / drop_filter_index call these on every shard.
-CREATE OR REPLACE FUNCTION inf_ir_shard.filter_index(corpus text, filter jsonb) RETURNS text
-LANGUAGE sql AS $$
-    SELECT inf_filter_index(filter_index.corpus, filter_index.filter)
-$$;
-CREATE OR REPLACE FUNCTION inf_ir_shard.drop_filter_index(corpus text, filter jsonb) RETURNS boolean
-LANGUAGE sql AS $$
-    SELECT inf_drop_filter_index(drop_filter_index.corpus, drop_filter_index.filter)
-$$;

@@ -34,10 +34,12 @@ fn required_corpus(corpus: Option<&str>) -> corpus::CorpusRow {
     }))
 }
 
-/// SQL for the digest that names a filter's index: of PostgreSQL's text for
-/// the jsonb value (keys in its order), so that equal filters name the same
-/// index.
-const DIGEST_SQL: &str = "left(md5(filter::text), 10)";
+/// SQL for the digest that names a filter's index, of the jsonb expression
+/// `filter`: taken of PostgreSQL's text for the value (keys in its order),
+/// so that equal filters name the same index.
+fn digest_sql(filter: &str) -> String {
+    format!("left(md5({filter}::text), 10)")
+}
 
 /// The name of a filter's index (by its digest) for one version of the
 /// corpus's model files.
@@ -58,7 +60,8 @@ pub fn corpus_filters(corpus_id: i32) -> Vec<IndexedFilter> {
         client
             .select(
                 &format!(
-                    "SELECT filter::text, {DIGEST_SQL} FROM inf_ir.filter_indexes WHERE corpus_id = $1 ORDER BY 1"
+                    "SELECT filter::text, {} FROM inf_ir.filter_indexes WHERE corpus_id = $1 ORDER BY 1",
+                    digest_sql("filter")
                 ),
                 None,
                 &[corpus_id.into()],
@@ -86,7 +89,8 @@ fn inf_filter_index(corpus: Option<&str>, filter: Option<pgrx::JsonB>) -> String
         &format!(
             "INSERT INTO inf_ir.filter_indexes (corpus_id, filter) VALUES ($1, $2)
              ON CONFLICT (corpus_id, filter) DO UPDATE SET filter = EXCLUDED.filter
-             RETURNING filter::text, {DIGEST_SQL}"
+             RETURNING filter::text, {}",
+            digest_sql("filter")
         ),
         &[row.corpus_id.into(), filter.into()],
     )
@@ -104,7 +108,10 @@ fn inf_drop_filter_index(corpus: Option<&str>, filter: Option<pgrx::JsonB>) -> b
     let row = required_corpus(corpus);
     let filter = checked_filter(filter);
     let Some(digest) = Spi::get_one_with_args::<String>(
-        &format!("DELETE FROM inf_ir.filter_indexes WHERE corpus_id = $1 AND filter = $2 RETURNING {DIGEST_SQL}"),
+        &format!(
+            "DELETE FROM inf_ir.filter_indexes WHERE corpus_id = $1 AND filter = $2 RETURNING {}",
+            digest_sql("filter")
+        ),
         &[row.corpus_id.into(), filter.into()],
     )
     .ok()
@@ -125,7 +132,7 @@ pub fn find(corpus_id: i32, fingerprint: &str, filter: &pgrx::JsonB) -> Option<p
     super::spi_read::one_planned::<pg_sys::Oid>(
         &format!(
             "SELECT to_regclass('inf_ir.' || $1 || '_f' || {})::oid",
-            DIGEST_SQL.replace("filter", "$2")
+            digest_sql("$2")
         ),
         &[
             corpus::index_name(corpus_id, fingerprint).into(),

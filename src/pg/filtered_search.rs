@@ -38,16 +38,16 @@ pub struct FilteredSearch<'a> {
 }
 
 /// Column numbers of inf_ir.passages, looked up by name.
-struct Columns {
-    passage_id: i32,
+pub(super) struct Columns {
+    pub passage_id: i32,
     corpus_id: i32,
     metadata: i32,
-    embedding: i32,
+    pub embedding: i32,
     embedded_with: i32,
 }
 
 impl Columns {
-    unsafe fn of(table: pg_sys::Oid) -> Self {
+    pub(super) unsafe fn of(table: pg_sys::Oid) -> Self {
         let attnum = |name: &str| {
             let c = CString::new(name).expect("no NUL");
             let n = pg_sys::get_attnum(table, c.as_ptr()) as i32;

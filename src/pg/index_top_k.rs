@@ -9,6 +9,7 @@
 //! id. A partial index holds only row versions that satisfy its predicate,
 //! so, as for the executor's index scans, the predicate is not re-checked.
 
+use super::filtered_search::Columns;
 use super::ivf::vector;
 use crate::engine::ivf::scan::cosine_with_unit;
 use crate::engine::topk::Hit;
@@ -28,11 +29,8 @@ pub fn top_k(index_oid: pg_sys::Oid, query: &[f32], k: usize, slack: usize) -> V
         let snapshot = pg_sys::GetActiveSnapshot();
         let index = pg_sys::index_open(index_oid, pg_sys::AccessShareLock as i32);
         let heap = pg_sys::table_open((*(*index).rd_index).indrelid, pg_sys::AccessShareLock as i32);
-        let attnum = |name: &std::ffi::CStr| pg_sys::get_attnum((*heap).rd_id, name.as_ptr()) as i32;
-        let (id_column, vector_column) = (attnum(c"passage_id"), attnum(c"embedding"));
-        if id_column <= 0 || vector_column <= 0 {
-            pgrx::error!("inf_ir: inf_ir.passages lacks passage_id or embedding");
-        }
+        let columns = Columns::of((*heap).rd_id);
+        let (id_column, vector_column) = (columns.passage_id, columns.embedding);
         let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
         let query_datum = query.to_vec().into_datum().expect("an array");
         let mut key = pg_sys::ScanKeyData::default();
