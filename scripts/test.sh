@@ -57,8 +57,8 @@ embedding_suites() {
   "$VENV/bin/python" tests/python/test_embedding_parity.py --port "$TEST_PORT" --model-dir "$MODEL_DIR"
   step "$label: mode checks$([ "$mode" = worker ] && echo ', identical vectors, batching, SIGKILL, cancel while queued')"
   "$VENV/bin/python" tests/python/test_worker.py --port "$TEST_PORT" --phase "$mode" --vectors "$LOCAL_VECTORS"
-  step "$label: cancel from another session (pg_cancel_backend)"
-  "$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT"
+  step "$label: cancel from another session (pg_cancel_backend)$([ "$mode" = local ] && echo ', statement_timeout in an index build')"
+  "$VENV/bin/python" tests/python/test_cancel.py --port "$TEST_PORT" $([ "$mode" = local ] && echo --index-build)
 }
 
 embedding_suites local   # inf_ir not preloaded: each session loads its model
@@ -91,7 +91,7 @@ start_llm_server "$LLM_PORT"
   --server-log "$TEST_CLUSTER/server.log" --key-dir "$INF_IR_HOME"
 step "LLM stages: CALL inf_synthesize (faults, kill -9, cancel, parallel runs, Batch API) and 20 msmarco-sample pairs through the real model"
 "$VENV/bin/python" tests/python/test_llm_stages.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
-  --key-dir "$INF_IR_HOME" --data "$PROJECT_ROOT/../shared/data"
+  --key-dir "$INF_IR_HOME" --data "$PROJECT_ROOT/../shared/data" --server-log "$TEST_CLUSTER/server.log"
 stop_llm_server
 
 step "All tests passed"

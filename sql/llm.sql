@@ -6,7 +6,8 @@
 -- file only the server's OS user can read).
 CREATE TABLE inf_ir.llm_endpoints (
     name                     text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_.-]*$'),
-    base_url                 text NOT NULL CHECK (base_url ~ '^https?://[^/]+'),
+    -- No user:password@ (every role reads this table): keys come from api_key_env / api_key_file.
+    base_url                 text NOT NULL CHECK (base_url ~ '^https?://[^/]+' AND base_url !~ '^[^:/?#]+://[^/?#]*@'),
     model                    text NOT NULL CHECK (btrim(model) <> ''),
     api_key_env              text CHECK (api_key_env ~ '^[A-Za-z_][A-Za-z0-9_]*$'),
     api_key_file             text CHECK (api_key_file LIKE '/%'),
@@ -123,6 +124,12 @@ BEGIN
         RAISE EXCEPTION 'name, base_url and model must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'for example inf_set_endpoint(''local'', ''http://127.0.0.1:8000/v1'', ''my-model'')';
+    END IF;
+    IF inf_set_endpoint.base_url ~ '^[^:/?#]+://[^/?#]*@' THEN
+        -- The URL itself is not repeated: it holds the secret.
+        RAISE EXCEPTION 'base_url must not hold a user name or password'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'every role can read inf_ir.llm_endpoints: give the key with api_key_env or api_key_file (sent as a bearer token)';
     END IF;
     INSERT INTO inf_ir.llm_endpoints AS e (name, base_url, model, api_key_env, api_key_file, reply_format,
         max_concurrency, requests_per_minute, tokens_per_minute, timeout_ms, max_output_tokens, temperature,

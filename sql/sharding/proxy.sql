@@ -59,8 +59,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'PL/Proxy maps hashtext(external_id) to a shard with a bit mask, so their number is a power of two';
     END IF;
+    -- Read by libpq's own parser (inf_conninfo_keywords), which decodes what
+    -- text matching would miss (a URI's pass%77ord=); an unreadable string
+    -- is an ERROR there.
     IF EXISTS (SELECT FROM unnest(conninfos) c
-               WHERE c ~* '(^|[\s?&])password\s*=' OR c ~ '^[a-z]+://[^/@]*:[^/@]*@') THEN
+               WHERE inf_conninfo_keywords(c) && ARRAY['password', 'sslpassword']) THEN
         RAISE EXCEPTION 'a shard connection string holds a password'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'every role can read them in pg_foreign_server: put the password in ~/.pgpass of the proxy server''s OS user';
@@ -68,7 +71,7 @@ BEGIN
     IF timeout_ms < 0 THEN
         RAISE EXCEPTION 'search_timeout must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF timeout_ms > 0 AND EXISTS (SELECT FROM unnest(conninfos) c WHERE c ~* '(^|[\s?&])options\s*=') THEN
+    IF timeout_ms > 0 AND EXISTS (SELECT FROM unnest(conninfos) c WHERE 'options' = ANY (inf_conninfo_keywords(c))) THEN
         RAISE EXCEPTION 'a shard connection string sets options, which search_timeout needs for itself'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'set those options in the shards'' postgresql.conf';
     END IF;

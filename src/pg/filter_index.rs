@@ -11,21 +11,33 @@ use crate::engine::EngineError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// A filter an index can be made for: a JSON object with at least one key.
-fn checked_filter(filter: Option<pgrx::JsonB>) -> pgrx::JsonB {
-    match filter {
-        Some(f) if f.0.as_object().is_some_and(|o| !o.is_empty()) => f,
-        Some(f) => raise(
-            EngineError::invalid(format!(
-                "a filter index needs a JSON object with at least one key, not {}",
-                f.0
-            ))
-            .with_hint(r#"pass the filter inf_search will get, e.g. '{"lang": "en"}'"#),
-        ),
-        None => raise(
-            EngineError::invalid("filter must not be NULL").with_hint(r#"pass a JSON object, e.g. '{"lang": "en"}'"#),
-        ),
+/// The one rule for a metadata filter, in inf_search and here alike: a JSON
+/// object (`metadata @> filter`). Arrays, strings, numbers and JSON null
+/// are refused: `@>` would compare them with the metadata object and keep
+/// nothing, silently.
+pub fn check_filter_shape(filter: &pgrx::JsonB) {
+    if !filter.0.is_object() {
+        raise(
+            EngineError::invalid(format!("a filter is a JSON object of metadata keys, not {}", filter.0))
+                .with_hint(r#"for example '{"lang": "en"}' keeps the passages whose metadata has "lang": "en""#),
+        )
     }
+}
+
+/// A filter an index can be made for: a JSON object with at least one key
+/// (`{}` keeps every passage: that is the corpus's own index).
+fn checked_filter(filter: Option<pgrx::JsonB>) -> pgrx::JsonB {
+    let Some(f) = filter else {
+        raise(EngineError::invalid("filter must not be NULL").with_hint(r#"pass a JSON object, e.g. '{"lang": "en"}'"#))
+    };
+    check_filter_shape(&f);
+    if f.0.as_object().is_some_and(|o| o.is_empty()) {
+        raise(
+            EngineError::invalid("a filter index needs a filter with at least one key, not {}")
+                .with_hint(r#"{} keeps every passage, which the corpus's own index covers; pass the filter inf_search will get, e.g. '{"lang": "en"}'"#),
+        )
+    }
+    f
 }
 
 fn required_corpus(corpus: Option<&str>) -> corpus::CorpusRow {

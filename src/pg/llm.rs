@@ -375,3 +375,41 @@ pgrx::extension_sql!(
     name = "llm_chat_privileges",
     requires = [inf_llm_chat, inf_llm_batch]
 );
+
+/// Why `schema` cannot be a prompt's reply schema, or NULL when it can:
+/// every keyword in it is one inf_ir checks replies against, with a value
+/// of the right shape (see `engine::llm::schema::check_schema`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn inf_reply_schema_problem(schema: JsonB) -> Option<String> {
+    crate::engine::llm::schema::check_schema(&schema.0).err()
+}
+
+pgrx::extension_sql!(
+    r#"
+-- Reply schemas are checked when a prompt is stored, not when a reply
+-- fails to be checked against them.
+CREATE FUNCTION inf_ir.llm_prompts_check_schema() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    problem text := @extschema@.inf_reply_schema_problem(NEW.reply_schema);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'reply_schema of prompt "%" version %: %', NEW.stage, NEW.version, problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'replies are checked against type, properties, required (an array of names), additionalProperties (true or false), items, enum, minLength, maxLength, minimum, maximum, minItems and maxItems';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER llm_prompts_check_schema BEFORE INSERT OR UPDATE OF reply_schema ON inf_ir.llm_prompts
+    FOR EACH ROW EXECUTE FUNCTION inf_ir.llm_prompts_check_schema();
+-- The prompts that come with the extension pass the same check.
+DO $$ BEGIN
+    PERFORM 1 FROM inf_ir.llm_prompts p WHERE @extschema@.inf_reply_schema_problem(p.reply_schema) IS NOT NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a default prompt''s reply_schema is not checkable';
+    END IF;
+END $$;
+"#,
+    name = "llm_prompts_schema_check",
+    requires = ["llm_tables", inf_reply_schema_problem]
+);

@@ -13,7 +13,7 @@ use super::interrupt::PgInterrupt;
 use super::llm::{EndpointRow, Prompt};
 use super::llm_pending::{not_yet_done, take_pending, Item};
 use super::llm_writer::{evaluator, generator, stage_of, Writer, Written};
-use crate::engine::llm::batch_api::{self, BatchApi, BatchStatus, Created};
+use crate::engine::llm::batch_api::{self, BatchApi, BatchStatus, Created, Listing};
 use crate::engine::llm::chat::parse_reply;
 use crate::engine::llm::retry::{Failure, RetryPolicy};
 use crate::engine::llm::runner::Outcome;
@@ -240,8 +240,10 @@ fn send(batch: &BatchRow, row: &EndpointRow) -> Sent {
     let tag = &batch.tag;
     // An earlier call may have made it and been cut off before recording it;
     // if the endpoint cannot say, nothing is safe to assume (ERROR, retried later).
-    if let Some(made) = api.find("inf_ir_batch", tag, &PgInterrupt).or_raise() {
-        return Sent::Made(made);
+    match api.find("inf_ir_batch", tag, &PgInterrupt).or_raise() {
+        Listing::Found(made) => return Sent::Made(made),
+        Listing::NotThere => {}
+        Listing::NoBatchApi(e) => return Sent::Refused(e.message),
     }
     let prompt = Prompt::load(batch.stage.name(), Some(batch.prompt_version));
     let mut jsonl = String::new();

@@ -3,9 +3,12 @@
 //! without this judge's scores), minus what the ledger says is done, taken
 //! with row locks so that parallel runs split the work.
 
+use super::errors::raise_with;
+use super::sql_expression::{check_one_expression, parenthesized};
 use crate::engine::llm::stages::{Positive, Stage};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -46,8 +49,17 @@ impl Item {
 /// `$2` retry_failed and `$3` the limit. The table whose rows are locked is
 /// aliased with renamed columns so that `filter` sees only the documented
 /// names (those of the LATERAL `c`). `count_only` gives the count instead.
+/// A filter that is not one SQL expression is an ERROR here, before any
+/// query runs.
 pub(super) fn pending_sql(stage: Stage, filter: Option<&str>, count_only: bool) -> String {
-    let filter = filter.map_or_else(|| "true".to_string(), |f| format!("({f})"));
+    if let Some(Err(why)) = filter.map(check_one_expression) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("filter {:?} is not one SQL condition: {why}", filter.unwrap_or_default()),
+            filter_columns(stage),
+        );
+    }
+    let filter = filter.map_or_else(|| "true".to_string(), parenthesized);
     let (select, from, pending, item, order, lock) = match stage {
         Stage::Instruction => (
             "c.query_id, c.passage_id, NULL::bigint, c.source, c.query, ''::text, c.passage,

@@ -1,5 +1,6 @@
 //! The SQL face of inf_ir: a thin adapter over `crate::engine`.
 
+mod conninfo;
 mod corpus;
 mod dataset;
 mod embed;
@@ -23,6 +24,7 @@ mod registry;
 mod row_estimate;
 mod search;
 mod spi_read;
+mod sql_expression;
 mod worker;
 mod worker_client;
 mod worker_status;

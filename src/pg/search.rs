@@ -100,6 +100,9 @@ fn search_corpus(
     k: usize,
     filter: Option<pgrx::JsonB>,
 ) -> SearchRows {
+    if let Some(f) = &filter {
+        super::filter_index::check_filter_shape(f);
+    }
     check_query_vector(query_vector, model, &format!("corpus \"{corpus_name}\" uses"));
     let (current, pending) = counts(corpus, &model.fingerprint);
     if !current {

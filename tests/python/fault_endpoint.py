@@ -2,9 +2,13 @@
 request gets the next scripted reply (the last one repeats). A test tool
 that produces failures, not a stand-in for a model.
 
-Replies: "good", ("slow", seconds), ("429", retry_after), "500",
+Replies: "good", ("slow", seconds), ("429", retry_after), "404" (GET too:
+an endpoint without the Batch API), "500",
 "malformed", "schema" (valid JSON that breaks the instruction schema),
-"401" (echoes the bearer key, as some providers do), ("stall", seconds).
+"401" (echoes the bearer key, as some providers do), ("stall", seconds),
+"echo" (a 200 whose body is not JSON and repeats every request header, as a
+debugging proxy does), "echo_json" (a completion whose content repeats the
+headers as a JSON object, which breaks the reply schema).
 A "good" reply's content is `good` (a JSON object, by default an
 instruction-stage reply); a callable `good(i)` gives the i-th request's.
 """
@@ -38,9 +42,13 @@ class FaultEndpoint:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):
+                self.do_POST()  # scripted alike: "404" answers every route
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 auth = self.headers.get("Authorization", "")
+                self.echoed = {k: v for k, v in self.headers.items()}
                 with endpoint.lock:
                     i = len(endpoint.requests)
                     endpoint.requests.append((time.monotonic(), auth, body))
@@ -68,12 +76,18 @@ class FaultEndpoint:
                     status, text = 200, completion(json.dumps(good))
                 elif kind == "429":
                     status, text, headers = 429, '{"error": {"message": "rate limited"}}', {"Retry-After": str(arg)}
+                elif kind == "404":
+                    status, text = 404, '{"error": {"message": "no such route"}}'
                 elif kind == "500":
                     status, text = 500, "internal error"
                 elif kind == "malformed":
                     status, text = 200, '{"choices": ['
                 elif kind == "schema":
                     status, text = 200, completion('{"verdict": "maybe"}')
+                elif kind == "echo":
+                    status, text = 200, "you sent:\n" + "\n".join(f"{k}: {v}" for k, v in self.echoed.items())
+                elif kind == "echo_json":
+                    status, text = 200, completion(json.dumps({"headers": self.echoed}))
                 elif kind == "401":
                     status, text = 401, "Incorrect API key provided: " + auth.removeprefix("Bearer ")
                 else:

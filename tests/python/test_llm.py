@@ -116,6 +116,32 @@ def main():
           and rows[1][1] is None and rows[1][2].startswith("HTTP 401") and KEY not in rows[1][2],
           f"inf_llm_batch: elements 1 and 3 answered, 2 failed ({rows[1][2][:60]!r}) without failing the call")
     server.close()
+    # An endpoint that echoes the request's headers in a 200 reply, as text
+    # and inside a JSON reply: the key reaches no returned row.
+    for kind in ["echo", "echo_json"]:
+        server = endpoint([kind], max_attempts=2)
+        rows = conn.execute("SELECT failure, reply_text FROM inf_llm_batch('faults', 'instruction', "
+                            "ARRAY[%s::jsonb])", (SLOTS,)).fetchall()
+        text = " ".join(str(v) for v in rows[0])
+        check(rows[0][0] is not None and KEY not in text and "[redacted]" in text
+              and any(r[1] == "Bearer " + KEY for r in server.requests),
+              f"a 200 reply that echoes the request headers ({kind}): the key is scrubbed from the row "
+              f"({rows[0][0][:60]!r})")
+        e = error_of(conn, "faults")
+        check(e is not None and KEY not in str(e), f"... and from inf_llm_chat's ERROR ({kind})")
+        server.close()
+
+    # Credentials in the URL are refused: the table is readable by every role.
+    for url in ["http://user:s3cret@127.0.0.1:9/v1", "http://s3cret@127.0.0.1:9/v1", "https://u:p%40ss@h.example/v1"]:
+        try:
+            conn.execute("SELECT inf_set_endpoint('x', %s, 'm')", (url,))
+            e = None
+        except psycopg.Error as ex:
+            e = ex
+        check(e is not None and e.sqlstate == "22023" and "s3cret" not in str(e) and "p%40ss" not in str(e)
+              and conn.execute("SELECT count(*) FROM inf_ir.llm_endpoints WHERE name = 'x'").fetchone()[0] == 0,
+              f"a base_url with credentials is refused and not echoed: {e.diag.message_primary if e else None!r}")
+
     server = endpoint([("slow", 0.2)], max_concurrency=8)
     conn.execute("SELECT count(*) FROM inf_llm_batch('faults', 'instruction', array_fill(%s::jsonb, ARRAY[24]))",
                  (SLOTS,))
@@ -139,7 +165,8 @@ def main():
     e = error_of(conn, "faults")
     took = time.monotonic() - t0
     conn.execute("RESET statement_timeout")
-    check(e is not None and e.sqlstate == "57014" and took < 1.6,
+    # Outcomes, not speeds: ended by the timeout, long before the 20 s stall would have.
+    check(e is not None and e.sqlstate == "57014" and took < 10,
           f"statement_timeout 1s during a stalled request: {e.sqlstate if e else None} after {took:.2f} s")
     other = psycopg.connect(dsn, autocommit=True)
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -156,18 +183,21 @@ def main():
     time.sleep(0.8)
     sent = time.monotonic()
     other.execute("SELECT pg_cancel_backend(%s)", (pid,))
-    thread.join(10)
+    thread.join(900)
     e = result.get("error")
-    check(e is not None and e.sqlstate == "57014" and result["ended"] - sent < 1.0,
+    check(e is not None and e.sqlstate == "57014" and result["ended"] - sent < 10,
           f"pg_cancel_backend during a stalled request: {e.sqlstate if e else None}, "
           f"{result['ended'] - sent:.2f} s after the cancel")
     check(conn.execute("SELECT 1").fetchone()[0] == 1, "the session works after the cancel")
     server.close()
     other.close()
 
-    # The key is in no catalog, view or log line.
-    dump = conn.execute("SELECT string_agg(t::text, ' ') FROM inf_ir.llm_endpoints t").fetchone()[0]
-    check(KEY not in dump, "the key is not in inf_ir.llm_endpoints")
+    # The key is in no table, view or log line.
+    relations = conn.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'inf_ir'::regnamespace "
+                             "AND c.relkind IN ('r', 'v', 'm')").fetchall()
+    found = [r for (r,) in relations
+             if KEY in (conn.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {r} t").fetchone()[0])]
+    check(len(relations) > 10 and not found, f"the key is in none of inf_ir's {len(relations)} tables and views: {found}")
     conn.execute("SELECT inf_drop_endpoint('faults')")
     log = open(args.server_log, errors="replace").read()
     check(KEY not in log, f"the key is not in the server log ({len(log)} bytes searched)")

@@ -238,10 +238,11 @@ def dl19_rerank(args, single, proxy, shards_label):
           f"{REFERENCE['dl19']}); top 10 equal to the single server's inf_rerank for {same}/{len(judged)}")
 
 
-def search_error(proxy, query="SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')"):
+def search_error(proxy, query="SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')",
+                 params=None):
     t = time.monotonic()
     try:
-        proxy.execute(query)
+        proxy.execute(query, params)
         return None, time.monotonic() - t
     except psycopg.Error as e:
         return e, time.monotonic() - t
@@ -276,6 +277,24 @@ def failures_checks(args, single, proxy, shards, queries):
                           "22023: k must be between 1 and 10000, not 10001"]
           and refused[3].startswith("22004: query must not be NULL"),
           f"bad input through the proxy: {refused}")
+
+    # Connection strings with a password are refused however libpq would
+    # read it (stored in pg_foreign_server, which every role reads).
+    base = shards.conninfos(2)
+    kept = proxy.execute("SELECT srvoptions::text FROM pg_foreign_server WHERE srvname = 'inf_ir_shards'").fetchone()[0]
+    refused = []
+    for bad in ("postgresql://127.0.0.1:1/x?pass%77ord=pw", "postgresql://u:pw@127.0.0.1:1/x",
+                "host=127.0.0.1 password = 'pw'",
+                "host=127.0.0.1 sslpassword=pw", "postgresql://127.0.0.1:1/x?%70assword=pw"):
+        e, _ = search_error(proxy, "SELECT inf_ir_proxy.set_shards(%s)", params=([base[0], bad],))
+        refused.append(e is not None and e.sqlstate == "22023" and "holds a password" in e.diag.message_primary
+                       and "pw" not in e.diag.message_primary)
+    e, _ = search_error(proxy, "SELECT inf_ir_proxy.set_shards(%s)",
+                        params=([base[0], "host=127.0.0.1 nonsense=1"],))
+    after = proxy.execute("SELECT srvoptions::text FROM pg_foreign_server WHERE srvname = 'inf_ir_shards'").fetchone()[0]
+    check(all(refused) and e is not None and "libpq cannot read" in e.diag.message_primary and after == kept,
+          f"set_shards refuses passwords as libpq reads them (percent-encoded, URI user info, sslpassword): "
+          f"{refused}; an unreadable string: {e.diag.message_primary if e else None!r}; shards unchanged")
 
     # A stopped shard: a clear ERROR within statement_timeout; partial results on request.
     shards.stop(1)

@@ -95,6 +95,18 @@ def maps_onnxruntime(pid):
         return "libonnxruntime" in f.read()
 
 
+# How long a test waits for an outcome that must come: far past any machine's
+# speed (a hang still ends the run, with a failure).
+OUTCOME_BOUND = 900
+
+
+def wait_until_computing(admin):
+    """Until the worker computes a request (a long call has reached it)."""
+    deadline = time.monotonic() + OUTCOME_BOUND
+    while status(admin)["running"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def in_background(conn, sql):
     """Run `sql` on `conn` in a thread; the dict gets 'result' (first column)
     or 'error', and 'seconds'."""
@@ -205,9 +217,9 @@ def phase_worker(args):
     host = status(admin)
     victim = connect(args)
     t, outcome = in_background(victim, LONG_CALL.format(n=3000))
-    time.sleep(1.5)
+    wait_until_computing(admin)
     os.kill(host["host_pid"], signal.SIGKILL)
-    t.join(30)
+    t.join(OUTCOME_BOUND)
     e = outcome.get("error")
     check(e is not None and e.sqlstate == "58000" and "worker ended during this call" in str(e),
           f"SIGKILL of the model host during a call: {e.sqlstate if e else None}: "
@@ -230,27 +242,28 @@ def phase_worker(args):
         qpid = queued.execute("SELECT pg_backend_pid()").fetchone()[0]
         before = status(admin)
         tb, busy_out = in_background(busy, LONG_CALL.format(n=600))
-        # Until the long request is computing (tokenizing 600 long texts takes a while).
-        deadline = time.monotonic() + 30
-        while status(admin)["running"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until_computing(admin)
         if how == "statement_timeout":
-            queued.execute("SET statement_timeout = '300ms'")
+            queued.execute("SET statement_timeout = '2s'")
         tq, queued_out = in_background(queued, "SELECT inf_embed_query('x', 'a queued query')")
-        time.sleep(0.3)
+        # Until the query waits in the worker's queue (or, for the timeout, has already ended).
+        deadline = time.monotonic() + OUTCOME_BOUND
+        while status(admin)["queue_length"] < 1 and tq.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
         mid = status(admin)
         if how == "pg_cancel_backend":
             cancelled_at = time.monotonic()
             admin.execute("SELECT pg_cancel_backend(%s)", (qpid,))
-        tq.join(30)
+        tq.join(OUTCOME_BOUND)
+        # The outcome, not a speed: the queued call ended while the batch
+        # ahead of it was still computing (it did not wait its turn).
+        busy_still_running = "result" not in busy_out and "error" not in busy_out
         e = queued_out.get("error")
-        stopped = (time.monotonic() - cancelled_at) if how == "pg_cancel_backend" else queued_out["seconds"]
-        check(e is not None and e.sqlstate == "57014" and mid["queue_length"] >= 1,
+        stopped = (time.monotonic() - cancelled_at) if how == "pg_cancel_backend" else queued_out.get("seconds")
+        check(e is not None and e.sqlstate == "57014" and busy_still_running,
               f"{how} while queued (queue length {mid['queue_length']}): {e.sqlstate if e else None} "
-              f"after {stopped:.3f} s")
-        check(stopped is not None and stopped < (0.5 if how == "pg_cancel_backend" else 0.8),
-              f"{how} lands promptly")
-        tb.join(60)
+              f"after {stopped:.3f} s, before the batch ahead of it finished")
+        tb.join(OUTCOME_BOUND)
         check(busy_out.get("result") == 600, f"the session in the running batch still succeeds: {busy_out}")
         after = status(admin)
         check(after["dropped"] > before["dropped"], f"the worker dropped the abandoned request "
@@ -277,7 +290,7 @@ def phase_worker(args):
     s = status(admin)
     admin.close()
     os.kill(s["worker_pid"], signal.SIGKILL)
-    deadline, back = time.monotonic() + 60, None
+    deadline, back = time.monotonic() + OUTCOME_BOUND, None
     while time.monotonic() < deadline and back is None:
         time.sleep(0.5)
         try:

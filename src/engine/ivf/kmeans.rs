@@ -4,8 +4,10 @@
 //! matrixmultiply), split over threads; training runs on a sample.
 
 use crate::engine::simd::dot;
+use crate::engine::{EngineResult, Interrupt, NeverInterrupt};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Rows scored against all centroids per GEMM call.
 const BLOCK_ROWS: usize = 256;
@@ -52,6 +54,39 @@ fn normalize(v: &mut [f32]) -> bool {
 /// For each row of `vectors` (`dim` floats each): the centroid with the
 /// largest dot product (ties by the smaller list number) and that product.
 pub fn nearest(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -> Vec<(u32, f32)> {
+    nearest_interruptible(vectors, dim, centroids, threads, &NeverInterrupt).expect("never interrupted")
+}
+
+/// `nearest`, stopping within one block of rows when `interrupt` asks.
+pub fn nearest_interruptible(
+    vectors: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    threads: usize,
+    interrupt: &dyn Interrupt,
+) -> EngineResult<Vec<(u32, f32)>> {
+    until_done(interrupt, || nearest_until(vectors, dim, centroids, threads, interrupt))
+}
+
+/// Run `attempt` (None: it saw `interrupt` pending and gave up) until it
+/// finishes. A pending interrupt that is not a cancel (PostgreSQL sets the
+/// same flag for other signals) passes the checkpoint: then start again.
+fn until_done<T>(interrupt: &dyn Interrupt, mut attempt: impl FnMut() -> Option<T>) -> EngineResult<T> {
+    loop {
+        if let Some(done) = attempt() {
+            return Ok(done);
+        }
+        interrupt.checkpoint()?;
+    }
+}
+
+fn nearest_until(
+    vectors: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    threads: usize,
+    interrupt: &dyn Interrupt,
+) -> Option<Vec<(u32, f32)>> {
     let n = vectors.len() / dim;
     let k = centroids.len() / dim;
     assert!(k > 0, "no centroids");
@@ -59,12 +94,17 @@ pub fn nearest(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -
     let c = ArrayView2::from_shape((k, dim), centroids).expect("centroid shape");
     let threads = threads.clamp(1, 64).min(n.div_ceil(BLOCK_ROWS)).max(1);
     let per_thread = n.div_ceil(threads).max(1);
+    let stopped = AtomicBool::new(false);
+    let stopped = &stopped;
     std::thread::scope(|scope| {
         for (t, out) in out.chunks_mut(per_thread).enumerate() {
             let rows = &vectors[t * per_thread * dim..(t * per_thread + out.len()) * dim];
             scope.spawn(move || {
                 let mut scores = Array2::<f32>::zeros((BLOCK_ROWS, k));
                 for (b, out) in out.chunks_mut(BLOCK_ROWS).enumerate() {
+                    if stop_asked(interrupt, stopped) {
+                        return;
+                    }
                     let m = out.len();
                     let x = ArrayView2::from_shape((m, dim), &rows[b * BLOCK_ROWS * dim..(b * BLOCK_ROWS + m) * dim])
                         .expect("row block shape");
@@ -82,7 +122,20 @@ pub fn nearest(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -
             });
         }
     });
-    out
+    (!stopped.load(Ordering::Relaxed)).then_some(out)
+}
+
+/// Whether a worker thread should give up: `interrupt` is pending (a read
+/// that is safe off the calling thread), or another thread saw it so.
+fn stop_asked(interrupt: &dyn Interrupt, stopped: &AtomicBool) -> bool {
+    if stopped.load(Ordering::Relaxed) {
+        return true;
+    }
+    if interrupt.pending() {
+        stopped.store(true, Ordering::Relaxed);
+        return true;
+    }
+    false
 }
 
 /// From this many lists on, `assign` looks only at the lists of the
@@ -101,13 +154,17 @@ const GROUPED_BLOCK: usize = 4096;
 /// list for 93.5% of rows, a near one for the rest; good enough to move
 /// centroids, not to store rows by (the build's final pass uses `nearest`).
 pub fn assign(vectors: &[f32], dim: usize, centroids: &[f32], threads: usize) -> Vec<(u32, f32)> {
-    Assigner::new(centroids, dim, threads).assign(vectors)
+    let never = NeverInterrupt;
+    Assigner::new(centroids, dim, threads, &never)
+        .and_then(|a| a.assign(vectors))
+        .expect("never interrupted")
 }
 
 /// `assign` for many batches of rows against the same centroids: the
 /// grouping is made once.
 pub struct Assigner<'a> {
     centroids: &'a [f32],
+    interrupt: &'a dyn Interrupt,
     dim: usize,
     threads: usize,
     /// None below `GROUPED_MIN_LISTS` (every row meets every centroid).
@@ -124,9 +181,10 @@ struct Grouping {
 }
 
 impl<'a> Assigner<'a> {
-    pub fn new(centroids: &'a [f32], dim: usize, threads: usize) -> Self {
+    pub fn new(centroids: &'a [f32], dim: usize, threads: usize, interrupt: &'a dyn Interrupt) -> EngineResult<Self> {
         let k = centroids.len() / dim;
-        let grouping = (k >= GROUPED_MIN_LISTS).then(|| {
+        let mut grouping = None;
+        if k >= GROUPED_MIN_LISTS {
             let groups = train(
                 centroids,
                 dim,
@@ -136,9 +194,11 @@ impl<'a> Assigner<'a> {
                     threads,
                     seed: 7,
                 },
-            );
+                interrupt,
+            )?;
             let mut members: Vec<Vec<u32>> = vec![Vec::new(); groups.len() / dim];
-            for (list, (group, _)) in nearest(centroids, dim, &groups, threads).into_iter().enumerate() {
+            let nearest_groups = nearest_interruptible(centroids, dim, &groups, threads, interrupt)?;
+            for (list, (group, _)) in nearest_groups.into_iter().enumerate() {
                 members[group as usize].push(list as u32);
             }
             let matrices = members
@@ -152,24 +212,30 @@ impl<'a> Assigner<'a> {
                     a
                 })
                 .collect();
-            Grouping {
+            grouping = Some(Grouping {
                 groups,
                 members,
                 matrices,
-            }
-        });
-        Assigner {
+            });
+        }
+        Ok(Assigner {
             centroids,
+            interrupt,
             dim,
             threads,
             grouping,
             group_probes: GROUP_PROBES,
-        }
+        })
     }
 
-    pub fn assign(&self, vectors: &[f32]) -> Vec<(u32, f32)> {
+    /// Each row's list (see `assign`); stops when the interrupt asks.
+    pub fn assign(&self, vectors: &[f32]) -> EngineResult<Vec<(u32, f32)>> {
+        until_done(self.interrupt, || self.assign_until(vectors))
+    }
+
+    fn assign_until(&self, vectors: &[f32]) -> Option<Vec<(u32, f32)>> {
         let Some(grouping) = &self.grouping else {
-            return nearest(vectors, self.dim, self.centroids, self.threads);
+            return nearest_until(vectors, self.dim, self.centroids, self.threads, self.interrupt);
         };
         let dim = self.dim;
         let (members, matrices) = (&grouping.members, &grouping.matrices);
@@ -181,6 +247,8 @@ impl<'a> Assigner<'a> {
         let per_thread = n.div_ceil(threads).max(1);
         let probes = self.group_probes.clamp(1, group_count);
         let g = &g;
+        let (interrupt, stopped) = (self.interrupt, AtomicBool::new(false));
+        let stopped = &stopped;
         std::thread::scope(|scope| {
             for (t, out) in out.chunks_mut(per_thread).enumerate() {
                 let rows = &vectors[t * per_thread * dim..(t * per_thread + out.len()) * dim];
@@ -189,6 +257,9 @@ impl<'a> Assigner<'a> {
                     let mut picks: Vec<Vec<usize>> = vec![Vec::new(); group_count];
                     let mut order: Vec<usize> = (0..group_count).collect();
                     for (b, out) in out.chunks_mut(GROUPED_BLOCK).enumerate() {
+                        if stop_asked(interrupt, stopped) {
+                            return;
+                        }
                         let m = out.len();
                         let block = &rows[b * GROUPED_BLOCK * dim..(b * GROUPED_BLOCK + m) * dim];
                         let x = ArrayView2::from_shape((m, dim), block).expect("row block shape");
@@ -230,7 +301,7 @@ impl<'a> Assigner<'a> {
                 });
             }
         });
-        out
+        (!stopped.load(Ordering::Relaxed)).then_some(out)
     }
 }
 
@@ -268,7 +339,13 @@ pub(crate) fn random_rows(sample: &[f32], dim: usize, k: usize, rng: &mut SplitM
 
 /// k-means++: each next seed is a row drawn with probability proportional
 /// to its squared distance (2 - 2 cos for unit rows) from the nearest seed.
-fn plus_plus_seeds(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f32> {
+fn plus_plus_seeds(
+    sample: &[f32],
+    dim: usize,
+    k: usize,
+    rng: &mut SplitMix,
+    interrupt: &dyn Interrupt,
+) -> EngineResult<Vec<f32>> {
     let n = sample.len() / dim;
     let row = |r: usize| &sample[r * dim..(r + 1) * dim];
     let first = rng.below(n);
@@ -277,6 +354,10 @@ fn plus_plus_seeds(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> 
         .map(|r| (2.0 - 2.0 * dot(row(r), row(first)) as f64).max(0.0))
         .collect();
     while seeds.len() < k * dim {
+        // Each seed is a pass over the sample: seconds in all for large ones.
+        if interrupt.pending() {
+            interrupt.checkpoint()?;
+        }
         let total: f64 = distance.iter().sum();
         let pick = if total <= 0.0 {
             rng.below(n)
@@ -296,20 +377,21 @@ fn plus_plus_seeds(sample: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> 
         }
         seeds.extend(seed);
     }
-    seeds
+    Ok(seeds)
 }
 
 /// Train `opts.lists` unit centroids on `sample` (rows of `dim` floats).
-/// Fewer rows than lists gives one list per row.
-pub fn train(sample: &[f32], dim: usize, opts: Training) -> Vec<f32> {
+/// Fewer rows than lists gives one list per row. A cancel or timeout that
+/// `interrupt` reports stops it within one block of rows.
+pub fn train(sample: &[f32], dim: usize, opts: Training, interrupt: &dyn Interrupt) -> EngineResult<Vec<f32>> {
     let n = sample.len() / dim;
     if n == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let k = opts.lists.clamp(1, n);
     let mut rng = SplitMix(opts.seed);
     let mut centroids = if n * k <= PLUS_PLUS_MAX_WORK {
-        plus_plus_seeds(sample, dim, k, &mut rng)
+        plus_plus_seeds(sample, dim, k, &mut rng, interrupt)?
     } else {
         random_rows(sample, dim, k, &mut rng)
     };
@@ -318,7 +400,7 @@ pub fn train(sample: &[f32], dim: usize, opts: Training) -> Vec<f32> {
     });
     let mut previous: Vec<u32> = Vec::new();
     for _ in 0..opts.iterations {
-        let assigned = assign(sample, dim, &centroids, opts.threads);
+        let assigned = Assigner::new(&centroids, dim, opts.threads, interrupt)?.assign(sample)?;
         let labels: Vec<u32> = assigned.iter().map(|a| a.0).collect();
         if labels == previous {
             break;
@@ -353,7 +435,7 @@ pub fn train(sample: &[f32], dim: usize, opts: Training) -> Vec<f32> {
         }
         previous = labels;
     }
-    centroids
+    Ok(centroids)
 }
 
 #[cfg(test)]
@@ -411,7 +493,7 @@ mod tests {
             threads: 2,
             seed: 11,
         };
-        let centroids = train(&rows, dim, opts);
+        let centroids = train(&rows, dim, opts, &NeverInterrupt).unwrap();
         assert_eq!(centroids.len(), 8 * dim);
         for c in centroids.chunks(dim) {
             assert!((dot(c, c) - 1.0).abs() < 1e-5, "unit centroids");
@@ -426,7 +508,7 @@ mod tests {
         let distinct: std::collections::HashSet<_> = mapping.values().collect();
         assert_eq!(distinct.len(), 8);
         // Deterministic for a seed.
-        assert_eq!(train(&rows, dim, opts), centroids);
+        assert_eq!(train(&rows, dim, opts, &NeverInterrupt).unwrap(), centroids);
     }
 
     #[test]
@@ -438,7 +520,68 @@ mod tests {
             threads: 1,
             seed: 1,
         };
-        assert_eq!(train(&rows, 8, opts).len(), 3 * 8);
-        assert!(train(&[], 8, opts).is_empty());
+        assert_eq!(train(&rows, 8, opts, &NeverInterrupt).unwrap().len(), 3 * 8);
+        assert!(train(&[], 8, opts, &NeverInterrupt).unwrap().is_empty());
+    }
+
+    /// Pending after `after` polls; its checkpoint cancels, or lets the
+    /// work go on once (a signal that is not a cancel) when `spurious`.
+    struct CancelAfter {
+        polls: std::sync::atomic::AtomicUsize,
+        after: usize,
+        spurious: bool,
+        checkpoints: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CancelAfter {
+        fn new(after: usize, spurious: bool) -> Self {
+            CancelAfter {
+                polls: Default::default(),
+                after,
+                spurious,
+                checkpoints: Default::default(),
+            }
+        }
+    }
+
+    impl Interrupt for CancelAfter {
+        fn pending(&self) -> bool {
+            let polls = self.polls.fetch_add(1, Ordering::SeqCst);
+            polls >= self.after && !(self.spurious && self.checkpoints.load(Ordering::SeqCst) > 0)
+        }
+        fn checkpoint(&self) -> EngineResult<()> {
+            self.checkpoints.fetch_add(1, Ordering::SeqCst);
+            if self.spurious {
+                Ok(())
+            } else {
+                Err(crate::engine::EngineError::cancelled())
+            }
+        }
+    }
+
+    #[test]
+    fn training_stops_when_cancelled_and_survives_other_signals() {
+        let dim = 16;
+        let rows = unit_vectors(6000, dim, 3);
+        let opts = Training {
+            lists: 1100, // grouped assignment, so its inner training is cancellable too
+            iterations: 4,
+            threads: 2,
+            seed: 5,
+        };
+        let whole = train(&rows, dim, opts, &NeverInterrupt).unwrap();
+        for after in [0, 3, 40] {
+            let cancel = CancelAfter::new(after, false);
+            let e = train(&rows, dim, opts, &cancel).unwrap_err();
+            assert_eq!(e.kind, crate::engine::ErrorKind::Cancelled, "after {after} polls");
+            assert_eq!(cancel.checkpoints.load(Ordering::SeqCst), 1);
+        }
+        // A pending flag whose checkpoint lets the work go on (PostgreSQL
+        // sets it for more than cancels) redoes the stopped step: same result.
+        let signal = CancelAfter::new(3, true);
+        assert_eq!(train(&rows, dim, opts, &signal).unwrap(), whole);
+        assert_eq!(signal.checkpoints.load(Ordering::SeqCst), 1);
+        let cancel = CancelAfter::new(1, false);
+        assert!(nearest_interruptible(&rows, dim, &whole, 2, &cancel).is_err());
     }
 }

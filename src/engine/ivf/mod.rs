@@ -6,6 +6,7 @@
 
 pub mod centroids;
 pub mod codes;
+pub mod cosine;
 pub mod kmeans;
 pub mod rotation;
 pub mod scan;

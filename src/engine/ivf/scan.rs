@@ -45,19 +45,7 @@ pub struct ScanPlan {
     pub rerank: usize,
 }
 
-/// Cosine similarity of a stored vector with a unit `query` (float32
-/// products in SIMD lanes, the division in f64); a vector of another length,
-/// all zeros or with a non-finite value scores lowest.
-pub fn cosine_with_unit(v: &[f32], query: &[f32]) -> f32 {
-    if v.len() != query.len() {
-        return f32::NEG_INFINITY;
-    }
-    let norm = (dot(v, v) as f64).sqrt();
-    if norm == 0.0 || !norm.is_finite() {
-        return f32::NEG_INFINITY;
-    }
-    (dot(v, query) as f64 / norm) as f32
-}
+pub use super::cosine::cosine_with_unit;
 
 /// Probe order: descending centroid score, ties by the smaller list number.
 fn by_score(a: &(u32, f32), b: &(u32, f32)) -> Ordering {

@@ -113,7 +113,9 @@ impl MemoryIndex {
                 threads,
                 seed: 42,
             },
-        );
+            &crate::engine::NeverInterrupt,
+        )
+        .expect("never interrupted");
         let mut index = MemoryIndex {
             dim,
             lists: vec![(Vec::new(), Vec::new()); (centroids.len() / dim).max(1)],

@@ -118,6 +118,15 @@ pub enum Created {
     Unknown(EngineError),
 }
 
+/// What the endpoint's list of batches says about one tag.
+#[derive(Debug)]
+pub enum Listing {
+    Found(BatchStatus),
+    NotThere,
+    /// The endpoint answered that it has no `GET /batches` (404, 405, 501).
+    NoBatchApi(EngineError),
+}
+
 /// An endpoint's Batch API.
 pub struct BatchApi {
     /// The base URL (`.../v1`).
@@ -176,9 +185,15 @@ impl BatchApi {
     }
 
     /// The newest batch whose metadata has `key` = `value`, among the last 100.
-    pub fn find(&self, key: &str, value: &str, interrupt: &dyn Interrupt) -> EngineResult<Option<BatchStatus>> {
+    pub fn find(&self, key: &str, value: &str, interrupt: &dyn Interrupt) -> EngineResult<Listing> {
         let url = format!("{}/batches?limit=100", self.base);
-        let reply = self.call(&url, None, interrupt)?;
+        let reply = match self.call_classified(&url, None, interrupt) {
+            Ok(reply) => reply,
+            // The route is not there: an endpoint without the Batch API,
+            // which cannot have made a batch either.
+            Err((Some(Failure::Status(404 | 405 | 501)), e)) => return Ok(Listing::NoBatchApi(e)),
+            Err((_, e)) => return Err(e),
+        };
         let list: Value = serde_json::from_str(&reply).map_err(|_| self.unusable(&url, &reply))?;
         Ok(list
             .get("data")
@@ -186,7 +201,8 @@ impl BatchApi {
             .into_iter()
             .flatten()
             .filter_map(BatchStatus::parse)
-            .find(|b| b.metadata.get(key).and_then(Value::as_str) == Some(value)))
+            .find(|b| b.metadata.get(key).and_then(Value::as_str) == Some(value))
+            .map_or(Listing::NotThere, Listing::Found))
     }
 
     /// A file's content (an output or error file).

@@ -94,7 +94,14 @@ pub fn parse_reply(body: &str, reply_schema: &Value) -> Result<ChatReply, BadRep
     let envelope: Value = serde_json::from_str(body)
         .map_err(|e| bad(format!("the response is not JSON ({e})"), truncate(body, 2000), (0, 0)))?;
     let usage = envelope.get("usage");
-    let count = |key: &str| usage.and_then(|u| u.get(key)).and_then(Value::as_u64).unwrap_or(0);
+    // Clamped: the counts come from the network and end up in bigint columns and sums.
+    let count = |key: &str| {
+        usage
+            .and_then(|u| u.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(u32::MAX as u64)
+    };
     let usage = (count("prompt_tokens"), count("completion_tokens"));
     let choice = envelope.get("choices").and_then(|c| c.get(0));
     let Some(text) = choice

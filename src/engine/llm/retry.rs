@@ -89,21 +89,31 @@ impl RetryPolicy {
     }
 }
 
+/// The longest `Retry-After` taken as given; a larger one (a server's bug,
+/// or 10^20 seconds) is cut to this before any arithmetic on it.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+
 /// `Retry-After` as seconds (RFC 9110 also allows an HTTP date: `now` and
-/// `parse_date` turn one into a wait). Unparseable or past values give None.
+/// `parse_date` turn one into a wait), at most `RETRY_AFTER_MAX`.
+/// Unparseable or past values give None.
 pub fn parse_retry_after(
     value: &str,
     now: std::time::SystemTime,
     parse_date: impl Fn(&str) -> Option<std::time::SystemTime>,
 ) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    parse_date(value).and_then(|at| at.duration_since(now).ok())
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else if let Ok(seconds) = value.parse::<f64>() {
+        if seconds.is_nan() || seconds < 0.0 {
+            return None;
+        }
+        // Clamped as a float: Duration::from_secs_f64 panics past u64::MAX seconds.
+        Duration::from_secs_f64(seconds.min(RETRY_AFTER_MAX.as_secs_f64()))
+    } else {
+        parse_date(value).and_then(|at| at.duration_since(now).ok())?
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
 }
 
 #[cfg(test)]
@@ -187,6 +197,12 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let never = |_: &str| None;
         assert_eq!(parse_retry_after(" 7 ", now, never), Some(Duration::from_secs(7)));
+        // Numbers past any sensible wait (or past u64 / Duration) are cut, never a panic.
+        for huge in ["99999999999999999999", "1e300", "inf", "18446744073709551615"] {
+            assert_eq!(parse_retry_after(huge, now, never), Some(RETRY_AFTER_MAX), "{huge}");
+        }
+        assert_eq!(parse_retry_after("-1", now, never), None);
+        assert_eq!(parse_retry_after("NaN", now, never), None);
         assert_eq!(parse_retry_after("0.25", now, never), Some(Duration::from_millis(250)));
         assert_eq!(parse_retry_after("-1", now, never), None);
         assert_eq!(parse_retry_after("soon", now, never), None);

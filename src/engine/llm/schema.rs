@@ -5,14 +5,130 @@
 //! here. The subset is what reply schemas use: `type` (one or a list),
 //! `properties`, `required`, `additionalProperties: false`, `items`, `enum`,
 //! `minLength` / `maxLength` (characters), `minimum` / `maximum`, and
-//! `minItems` / `maxItems`. Other keywords are ignored, as the standard
-//! says of unknown ones.
+//! `minItems` / `maxItems`. `check_schema` refuses, when a prompt is
+//! stored, any other keyword that would constrain a reply (a `pattern`
+//! or `oneOf` would otherwise be ignored and replies it forbids would
+//! pass) and any keyword whose value has the wrong shape (`"required":
+//! "x"`); annotations (`title`, `description`, `format`, ...) are allowed.
 
 use serde_json::Value;
 
 /// Ok, or what is wrong and where (`$.instruction: ...`).
 pub fn validate(schema: &Value, value: &Value) -> Result<(), String> {
     check(schema, value, "$")
+}
+
+/// Keywords `validate` enforces.
+const CHECKED: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+];
+
+/// Keywords that say something about a value without constraining it.
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
+const TYPES: &[&str] = &["null", "boolean", "integer", "number", "string", "array", "object"];
+
+/// Ok when `validate` enforces everything `schema` says; otherwise what is
+/// wrong and where (`$.properties.score.minimum: ...`).
+pub fn check_schema(schema: &Value) -> Result<(), String> {
+    match schema {
+        Value::Object(_) => check_subschema(schema, "$"),
+        _ => Err("$: a reply schema is a JSON object".into()),
+    }
+}
+
+fn check_subschema(schema: &Value, path: &str) -> Result<(), String> {
+    let fields = match schema {
+        Value::Bool(_) => return Ok(()),
+        Value::Object(fields) => fields,
+        other => return Err(format!("{path}: a schema is an object or a boolean, not {other}")),
+    };
+    for (keyword, value) in fields {
+        let at = format!("{path}.{keyword}");
+        if ANNOTATIONS.contains(&keyword.as_str()) {
+            continue;
+        }
+        if !CHECKED.contains(&keyword.as_str()) {
+            return Err(format!(
+                "{at}: inf_ir does not check replies against \"{keyword}\"; it checks {}",
+                CHECKED.join(", ")
+            ));
+        }
+        match keyword.as_str() {
+            "type" => {
+                let names: Vec<&Value> = match value {
+                    Value::Array(names) if !names.is_empty() => names.iter().collect(),
+                    Value::Array(_) => return Err(format!("{at}: an empty list of types allows nothing")),
+                    one => vec![one],
+                };
+                for name in names {
+                    if !name.as_str().is_some_and(|n| TYPES.contains(&n)) {
+                        return Err(format!("{at}: {name} is not a type ({})", TYPES.join(", ")));
+                    }
+                }
+            }
+            "properties" => {
+                let Value::Object(properties) = value else {
+                    return Err(format!("{at}: an object of schemas, one per field"));
+                };
+                for (name, field) in properties {
+                    check_subschema(field, &format!("{at}.{name}"))?;
+                }
+            }
+            "required" => {
+                let ok = value.as_array().is_some_and(|names| names.iter().all(Value::is_string));
+                if !ok {
+                    return Err(format!("{at}: an array of field names, not {value}"));
+                }
+            }
+            "additionalProperties" => {
+                if !value.is_boolean() {
+                    return Err(format!("{at}: true or false (a schema here is not checked)"));
+                }
+            }
+            "items" => check_subschema(value, &at)?,
+            "enum" => {
+                if !value.is_array() {
+                    return Err(format!("{at}: an array of allowed values, not {value}"));
+                }
+            }
+            "minLength" | "maxLength" | "minItems" | "maxItems" => {
+                if value.as_u64().is_none() {
+                    return Err(format!("{at}: a whole number of 0 or more, not {value}"));
+                }
+            }
+            _ => {
+                // minimum, maximum
+                if !value.is_number() {
+                    return Err(format!("{at}: a number, not {value}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -184,6 +300,31 @@ mod tests {
         ];
         for (reply, want) in cases {
             assert_eq!(validate(&schema(), &reply), Err(want.to_string()), "{reply}");
+        }
+    }
+
+    #[test]
+    fn schemas_are_checked_before_use() {
+        assert_eq!(check_schema(&schema()), Ok(()));
+        assert_eq!(check_schema(&json!({"type": "string", "format": "uri", "title": "t"})), Ok(()));
+        let cases = [
+            (json!([]), "$: a reply schema is a JSON object"),
+            (
+                json!({"type": "object", "required": "instruction"}),
+                "$.required: an array of field names, not \"instruction\"",
+            ),
+            (json!({"type": "strng"}), "$.type: \"strng\" is not a type"),
+            (json!({"properties": {"a": {"pattern": "^x"}}}), "$.properties.a.pattern: inf_ir does not check"),
+            (json!({"oneOf": [{}]}), "$.oneOf: inf_ir does not check"),
+            (json!({"additionalProperties": {"type": "string"}}), "$.additionalProperties: true or false"),
+            (json!({"items": [{"type": "string"}]}), "$.items: a schema is an object or a boolean"),
+            (json!({"maxLength": -1}), "$.maxLength: a whole number"),
+            (json!({"minimum": "0"}), "$.minimum: a number"),
+            (json!({"properties": {"a": 5}}), "$.properties.a: a schema is an object or a boolean"),
+        ];
+        for (schema, want) in cases {
+            let got = check_schema(&schema).unwrap_err();
+            assert!(got.starts_with(want), "{schema}: {got}");
         }
     }
 

@@ -20,12 +20,23 @@ impl Secret {
         &self.0
     }
 
-    /// `text` with every occurrence of the secret (4 characters or more) masked.
+    /// `text` with every occurrence of the secret (4 characters or more)
+    /// masked, as it is and as a JSON string would escape it (an endpoint
+    /// that echoes its request headers in a JSON reply).
     pub fn scrub(&self, text: &str) -> String {
         if self.0.len() < 4 {
             return text.to_string();
         }
-        text.replace(&self.0, "[redacted]")
+        let mut scrubbed = text.replace(&self.0, "[redacted]");
+        let escaped = serde_json::to_string(&self.0).expect("a string serializes");
+        let escaped = &escaped[1..escaped.len() - 1];
+        if escaped != self.0 {
+            scrubbed = scrubbed.replace(escaped, "[redacted]");
+        }
+        if escaped.contains('/') {
+            scrubbed = scrubbed.replace(&escaped.replace('/', "\\/"), "[redacted]");
+        }
+        scrubbed
     }
 }
 
@@ -84,6 +95,11 @@ mod tests {
             "Incorrect API key provided: [redacted]."
         );
         assert_eq!(Secret::new("ab").scrub("ab ab"), "ab ab");
+        // As a JSON string escapes it, with or without escaped slashes.
+        let odd = Secret::new(r#"k/"ey\1"#);
+        let echoed = serde_json::json!({ "authorization": format!("Bearer {}", odd.expose()) }).to_string();
+        assert_eq!(odd.scrub(&echoed), r#"{"authorization":"Bearer [redacted]"}"#);
+        assert_eq!(odd.scrub(r#"k\/\"ey\\1"#), "[redacted]");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! One HTTP POST of a chat request, classified for the retry policy.
 //!
 //! The API key travels only in the Authorization header, and is scrubbed
-//! from any text that could reach an error, a table or the log: some
-//! providers echo a key in their 401 message.
+//! from every text that comes back, replies included, before anything can
+//! store, log or return it: some providers echo a key in their 401
+//! message, and a proxy or test server may echo the request's headers in
+//! a 200 reply.
 
 use super::chat::truncate;
 use super::retry::{parse_retry_after, Failure};
@@ -75,7 +77,8 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// The response body on a 2xx; otherwise the failure, classified, key scrubbed.
+    /// The response body on a 2xx; otherwise the failure, classified. The
+    /// key is scrubbed from either.
     pub fn send(&self, agent: &ureq::Agent) -> Result<String, FailedAttempt> {
         let scrub = |text: String| match self.api_key {
             Some(key) => key.scrub(&text),
@@ -116,7 +119,7 @@ impl Request<'_> {
             .and_then(|v| parse_retry_after(v, SystemTime::now(), |d| httpdate::parse_http_date(d).ok()));
         let text = response.body_mut().with_config().limit(self.limit).read_to_string();
         match text {
-            Ok(text) if (200..300).contains(&status) => Ok(text),
+            Ok(text) if (200..300).contains(&status) => Ok(scrub(text)),
             Ok(text) => Err(FailedAttempt {
                 failure: Failure::Status(status),
                 retry_after,

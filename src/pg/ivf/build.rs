@@ -7,6 +7,7 @@
 use super::pages::{self, ListHead, Locked, Meta, WalChange};
 use super::{options, vector};
 use crate::engine::ivf::kmeans::{self, SplitMix, Training};
+use crate::pg::interrupt::PgInterrupt;
 use crate::engine::ivf::rotation::Rotation;
 use crate::pg::gucs;
 use pgrx::pg_sys;
@@ -155,7 +156,8 @@ impl Pass2 {
         }
         pgrx::check_for_interrupts!();
         // Exact, as for inserts (grouped assignment is for k-means only).
-        let nearest = kmeans::nearest(&self.batch, self.dim, &self.centroids, self.threads);
+        let nearest = kmeans::nearest_interruptible(&self.batch, self.dim, &self.centroids, self.threads, &PgInterrupt)
+            .unwrap_or_else(|e| crate::pg::errors::raise(e));
         // Rotating and encoding is pure arithmetic: all cores, then append.
         let (dim, entry_len) = (self.dim, pages::entry_len(self.dim));
         let chunk = nearest.len().div_ceil(self.threads.max(1)).max(1);
@@ -287,7 +289,9 @@ pub unsafe extern "C-unwind" fn ambuild(
                     threads,
                     seed: 42,
                 },
-            );
+                &PgInterrupt,
+            )
+            .unwrap_or_else(|e| crate::pg::errors::raise(e));
             (centroids, dim)
         }
     };

@@ -17,7 +17,9 @@ pub unsafe fn with_floats<T>(datum: pg_sys::Datum, what: &str, f: impl FnOnce(&[
     result
 }
 
-unsafe fn floats_of<'a>(array: *mut pg_sys::ArrayType, what: &str) -> &'a [f32] {
+/// The floats of a detoasted real[]; an ERROR unless it is one-dimensional
+/// with no NULLs.
+pub unsafe fn floats_of<'a>(array: *mut pg_sys::ArrayType, what: &str) -> &'a [f32] {
     let ndim = (*array).ndim;
     if ndim == 0 {
         return &[];

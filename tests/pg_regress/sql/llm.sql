@@ -20,9 +20,23 @@ SELECT inf_set_endpoint('x', 'http://x', 'm', api_key_env => 'A', api_key_file =
 SELECT inf_set_endpoint('x', 'http://x', 'm', max_concurrency => 0);
 SELECT inf_set_endpoint('x', 'http://x', 'm', api_key_file => 'relative/path');
 SELECT inf_set_endpoint('x', 'http://x', 'm', max_attempts => 0);
+-- Credentials in the URL: refused (every role reads the table), without repeating them.
+SELECT inf_set_endpoint('x', 'http://user:s3cret@127.0.0.1:9/v1', 'm');
+SELECT inf_set_endpoint('x', 'https://tok3n@api.example/v1', 'm');
+INSERT INTO inf_ir.llm_endpoints(name, base_url, model) VALUES ('x', 'http://u:p@h/v1', 'm');
 
 -- The default prompts, one per stage, each with a reply schema.
 SELECT stage, version, reply_schema->'required' AS required FROM inf_ir.llm_prompts ORDER BY stage, version;
+-- A reply schema is checked when it is stored: a keyword inf_ir would ignore,
+-- or one of the wrong shape, is refused.
+INSERT INTO inf_ir.llm_prompts(stage, version, template, reply_schema)
+VALUES ('instruction', 90, '{{query}}', '{"type": "object", "required": "instruction"}');
+INSERT INTO inf_ir.llm_prompts(stage, version, template, reply_schema)
+VALUES ('instruction', 90, '{{query}}', '{"type": "object", "properties": {"instruction": {"type": "string", "pattern": "^Only"}}}');
+INSERT INTO inf_ir.llm_prompts(stage, version, template, reply_schema)
+VALUES ('instruction', 90, '{{query}}', '{"type": "object", "required": ["instruction"], "title": "ok"}');
+UPDATE inf_ir.llm_prompts SET reply_schema = '{"type": "objekt"}' WHERE stage = 'instruction' AND version = 90;
+DELETE FROM inf_ir.llm_prompts WHERE version = 90;
 
 -- Errors before anything is sent.
 SELECT inf_llm_chat('nowhere', 'instruction', '{"query": "q", "passage": "p"}');
@@ -54,6 +68,13 @@ CALL inf_synthesize('instruction', 'local', max_items => 0);
 CALL inf_synthesize('instruction', 'local', batch_size => 5000);
 CALL inf_synthesize('judge', 'local', prompt_version => 7);
 CALL inf_synthesize('negatives', 'local', filter => 'no_such_column = 1');
+-- A filter is one SQL condition, never statements: nothing in it runs.
+CREATE TABLE llm_victim AS SELECT 1 AS x;
+CALL inf_synthesize('instruction', 'local', filter => 'true); DELETE FROM llm_victim; SELECT count(*) FROM inf_ir.seed_qrels WHERE (true');
+CALL inf_synthesize('instruction', 'local', filter => 'true) FROM llm_victim WHERE (true');
+CALL inf_synthesize('instruction', 'local', filter => 'true), (1');
+SELECT count(*) AS victim_rows_kept FROM llm_victim;
+DROP TABLE llm_victim;
 CALL inf_synthesize('instruction', 'local', mode => 'offline');
 CALL inf_synthesize('instruction', 'local', mode => 'batch', batch_size => 60000);
 CALL inf_synthesize_collect(true, 0);

@@ -54,6 +54,12 @@ UPDATE inf_ir.passages SET metadata = '{"kind": "study"}' WHERE external_id = 'd
 UPDATE inf_ir.passages SET metadata = '{"kind": "fact"}' WHERE external_id IN ('d1', 'd3');
 SELECT rank, external_id FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{"kind": "fact"}');
 SELECT count(*) AS no_match FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{"kind": "none"}');
+-- A filter is a JSON object; anything else is an ERROR, not an empty result.
+SELECT count(*) FROM inf_search(NULL, 'cats', 5, 'pets', filter => '[1, 2]');
+SELECT count(*) FROM inf_search(NULL, 'cats', 5, 'pets', filter => '"fact"');
+SELECT count(*) FROM inf_search(NULL, 'cats', 5, 'pets', filter => '3');
+SELECT count(*) FROM inf_search(NULL, 'cats', 5, 'pets', filter => 'null');
+SELECT count(*) AS empty_object_keeps_all FROM inf_search(NULL, 'cats', 5, 'pets', filter => '{}');
 
 -- A filter that keeps few passages is answered exactly (every passage it
 -- keeps is scored, found through the corpus's metadata index), whatever
