@@ -15,6 +15,12 @@ SELECT ARRAY['Infinity', 1]::real[] <=> ARRAY[1, 2]::real[];
 SELECT ARRAY[0, 0]::real[] <=> ARRAY[1, 2]::real[];
 SELECT ARRAY[1, NULL]::real[] <=> ARRAY[1, 2]::real[];
 SELECT (NULL::real[] <=> ARRAY[1, 2]::real[]) IS NULL AS null_gives_null;
+-- At the ends of float32's range the distance is still exact (the squares
+-- overflow or vanish in float32); a 2-D array is refused, as the index does.
+SELECT ARRAY[3e38, 3e38]::real[] <=> ARRAY[1, 1]::real[] AS huge_same_direction,
+       ARRAY[1e-30, 1e-30]::real[] <=> ARRAY[1e-30, 1e-30]::real[] AS tiny_same_direction,
+       ARRAY[3.4e38, 0]::real[] <=> ARRAY[-3.4e38, 0]::real[] AS huge_opposite;
+SELECT ARRAY[[1, 2], [3, 4]]::real[] <=> ARRAY[1, 2, 3, 4]::real[];
 
 -- 3,000 deterministic 8-d vectors; 1 row in 100 is 'rare'.
 CREATE TABLE ivf_t (id int PRIMARY KEY, v real[], tag text, meta jsonb);
@@ -110,3 +116,21 @@ SELECT id FROM ivf_e ORDER BY v <=> ARRAY[cos(7), sin(7)]::real[] LIMIT 1;
 
 DROP TABLE ivf_t, ivf_e;
 DROP FUNCTION ivf_top(int), exact_top(int, text);
+
+-- Rows whose vector is NULL are not in the index (as in pgvector): an
+-- ORDER BY <=> LIMIT answered by the index returns only rows with a vector;
+-- a sequential scan returns the NULLs last. Both agree with WHERE v IS NOT NULL.
+CREATE TABLE ivf_nulls (id int, v real[]);
+INSERT INTO ivf_nulls SELECT i, CASE WHEN i % 4 = 0 THEN NULL ELSE ARRAY[sin(i), cos(i)]::real[] END
+FROM generate_series(1, 40) i;
+CREATE INDEX ivf_nulls_v ON ivf_nulls USING inf_ivf (v) WITH (lists = 2);
+SET inf_ir.probes = 2;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM ivf_nulls ORDER BY v <=> ARRAY[1, 0]::real[] LIMIT 100;
+SELECT count(*) AS through_the_index FROM (SELECT id FROM ivf_nulls ORDER BY v <=> ARRAY[1, 0]::real[] LIMIT 100) s;
+RESET enable_seqscan;
+SET enable_indexscan = off;
+SELECT count(*) AS sequential, count(v) AS with_a_vector
+FROM (SELECT id, v FROM ivf_nulls ORDER BY v <=> ARRAY[1, 0]::real[] LIMIT 100) s;
+RESET enable_indexscan;
+DROP TABLE ivf_nulls;
