@@ -10,6 +10,7 @@
 use inf_ir::engine::ivf::kmeans::{nearest, train, Assigner, Training};
 use inf_ir::engine::ivf::scan::ScanPlan;
 use inf_ir::engine::ivf::synthetic::{clustered_vectors, MemoryIndex};
+use inf_ir::engine::NeverInterrupt;
 use std::time::Instant;
 
 fn pct(mut xs: Vec<f64>, p: f64) -> f64 {
@@ -99,7 +100,9 @@ fn assignment_check(vectors: &[f32], dim: usize, threads: usize) {
             threads,
             seed: 42,
         },
-    );
+        &NeverInterrupt,
+    )
+    .expect("never interrupted");
     println!(
         "trained 4000 lists on {} rows in {:.1} s",
         sample.len() / dim,
@@ -110,10 +113,10 @@ fn assignment_check(vectors: &[f32], dim: usize, threads: usize) {
     let exact = nearest(rows, dim, &centroids, threads);
     println!("exact: {:.2} s per 50k rows", t.elapsed().as_secs_f64());
     for probes in [6, 10, 16, 24] {
-        let mut assigner = Assigner::new(&centroids, dim, threads);
+        let mut assigner = Assigner::new(&centroids, dim, threads, &NeverInterrupt).expect("never interrupted");
         assigner.group_probes = probes;
         let t = Instant::now();
-        let got = assigner.assign(rows);
+        let got = assigner.assign(rows).expect("never interrupted");
         let same = exact.iter().zip(&got).filter(|(a, b)| a.0 == b.0).count();
         println!(
             "groups searched {probes:2}: {:.2} s per 50k rows, nearest list found for {:.4}",

@@ -2,8 +2,8 @@
 //! ($INF_IR_HOME, default /var/lib/inf_ir). They skip, saying so, when the
 //! model or the runtime library is not there.
 
-use inf_ir::engine::template::Template;
-use inf_ir::engine::tokenize::TextEncoder;
+use inf_ir::engine::embed::template::Template;
+use inf_ir::engine::embed::tokenize::TextEncoder;
 use inf_ir::engine::{
     BatchOptions, EmbedInput, Embedder, EmbeddingModel, EngineError, EngineResult, ErrorKind, Interrupt,
     NeverInterrupt, RuntimeOptions,

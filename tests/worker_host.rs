@@ -2,7 +2,7 @@
 //! that scripts/setup.sh installs ($INF_IR_HOME). No PostgreSQL: the host is
 //! pure Rust. Skips, saying so, when the model is not installed.
 
-use inf_ir::engine::fingerprint::model_fingerprint;
+use inf_ir::engine::embed::fingerprint::model_fingerprint;
 use inf_ir::engine::{BatchOptions, EmbedInput, Embedder, EmbeddingModel, ErrorKind, NeverInterrupt, RuntimeOptions};
 use inf_ir::worker::client::{Connection, PollWaiter};
 use inf_ir::worker::host::{serve, HostSettings};

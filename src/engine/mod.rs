@@ -1,23 +1,22 @@
-//! The embedding engine: pure Rust, no PostgreSQL. The SQL layer (`crate::pg`)
-//! and, later, a shared background worker host it through `Embedder`.
+//! The engine: pure Rust, no PostgreSQL, each concern in a folder that
+//! `crate::pg` mirrors. `embed/` tokenizes, runs and pools embedding models
+//! (ONNX Runtime); `ivf/` is the vector index's algorithms; `llm/` talks to
+//! OpenAI-compatible endpoints; `dataset/` holds the ranking and diversity
+//! metrics. Shared by all of them, at this level: `error` (one error type
+//! with a hint), `interrupt` (cancel), `simd` (dot products) and `topk`.
+//! Folders import this level and each other's public items, never
+//! `crate::pg`; the worker host (`crate::worker`) uses `embed/`.
 
-pub mod batching;
+pub mod dataset;
+pub mod embed;
 pub mod error;
-pub mod fingerprint;
+pub mod interrupt;
 pub mod ivf;
 pub mod llm;
-pub mod metrics;
-pub mod model;
-pub mod model_folder;
-pub mod pooling;
-pub mod runtime;
 pub mod simd;
-pub mod template;
-pub mod tokenize;
 pub mod topk;
 
+pub use embed::model::{BatchOptions, EmbedInput, Embedder, EmbeddingModel, ModelSpec, RuntimeOptions};
+pub use embed::pooling::Pooling;
 pub use error::{EngineError, EngineResult, ErrorKind};
-pub use model::{
-    BatchOptions, EmbedInput, Embedder, EmbeddingModel, Interrupt, ModelSpec, NeverInterrupt, RuntimeOptions,
-};
-pub use pooling::Pooling;
+pub use interrupt::{Interrupt, NeverInterrupt};

@@ -1,36 +1,29 @@
-//! The SQL face of inf_ir: a thin adapter over `crate::engine`.
+//! The SQL face of inf_ir: a thin adapter over `crate::engine`, one folder
+//! per concern with the engine's names where a concern has both sides.
+//! `embed/` (models, inference, the shared worker's client side), `corpus/`
+//! (corpora, search, filters, filter indexes), `ivf/` (the index access
+//! method), `dataset/` (the InF-IR tuples and their evaluation), `llm/`
+//! (endpoints, prompts, the synthesis stages) and `sharding/`. At this
+//! level, the plumbing every folder may import: `errors`, `gucs`
+//! (settings), `interrupt` (cancel), `spi_read`, `sql_text` and
+//! `privileges`. Folders import the plumbing and each other's public
+//! items; nothing here imports a folder.
 
-mod conninfo;
 mod corpus;
 mod dataset;
 mod embed;
 mod errors;
-mod evaluation;
-mod filter_index;
-mod filtered_search;
 mod gucs;
-mod index_top_k;
-mod inference;
 mod interrupt;
 mod ivf;
 mod llm;
-mod llm_batch;
-mod llm_pending;
-mod llm_stages;
-mod llm_writer;
-mod model_cache;
 mod privileges;
-mod registry;
-mod row_estimate;
-mod search;
+mod sharding;
 mod spi_read;
-mod sql_expression;
-mod worker;
-mod worker_client;
-mod worker_status;
+mod sql_text;
 
 pub fn init() {
     gucs::init();
     ivf::init();
-    worker::register_if_preloading();
+    embed::worker::register_if_preloading();
 }

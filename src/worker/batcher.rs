@@ -6,7 +6,7 @@
 
 use super::models::HostModel;
 use super::stats::Stats;
-use crate::engine::tokenize::TokenizedText;
+use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::{BatchOptions, EngineError, EngineResult, Interrupt};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;

@@ -1,6 +1,6 @@
 //! The shared inference worker: one process per server hosts the models and
 //! batches embedding requests from every session. Pure Rust, no pgrx: the
-//! SQL layer (`crate::pg::worker`) starts it and talks to it.
+//! SQL layer (`crate::pg::embed::worker`) starts it and talks to it.
 //!
 //! Pieces: `protocol` (frames on the Unix socket), `client` (a backend's
 //! side of one connection), `host` (accepts connections, one thread each),

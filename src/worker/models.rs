@@ -2,7 +2,7 @@
 //! checked against the registry's fingerprint, least recently used first out.
 
 use super::protocol::{LoadedModelStatus, ModelRef};
-use crate::engine::fingerprint::{check_model_unchanged, model_files};
+use crate::engine::embed::fingerprint::{check_model_unchanged, model_files};
 use crate::engine::{EmbeddingModel, EngineResult, RuntimeOptions};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test crate uses part of it
 
-use inf_ir::engine::model_folder;
+use inf_ir::engine::embed::model_folder;
 use inf_ir::engine::ModelSpec;
 use std::path::PathBuf;
 

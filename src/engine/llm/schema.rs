@@ -306,7 +306,10 @@ mod tests {
     #[test]
     fn schemas_are_checked_before_use() {
         assert_eq!(check_schema(&schema()), Ok(()));
-        assert_eq!(check_schema(&json!({"type": "string", "format": "uri", "title": "t"})), Ok(()));
+        assert_eq!(
+            check_schema(&json!({"type": "string", "format": "uri", "title": "t"})),
+            Ok(())
+        );
         let cases = [
             (json!([]), "$: a reply schema is a JSON object"),
             (
@@ -314,13 +317,25 @@ mod tests {
                 "$.required: an array of field names, not \"instruction\"",
             ),
             (json!({"type": "strng"}), "$.type: \"strng\" is not a type"),
-            (json!({"properties": {"a": {"pattern": "^x"}}}), "$.properties.a.pattern: inf_ir does not check"),
+            (
+                json!({"properties": {"a": {"pattern": "^x"}}}),
+                "$.properties.a.pattern: inf_ir does not check",
+            ),
             (json!({"oneOf": [{}]}), "$.oneOf: inf_ir does not check"),
-            (json!({"additionalProperties": {"type": "string"}}), "$.additionalProperties: true or false"),
-            (json!({"items": [{"type": "string"}]}), "$.items: a schema is an object or a boolean"),
+            (
+                json!({"additionalProperties": {"type": "string"}}),
+                "$.additionalProperties: true or false",
+            ),
+            (
+                json!({"items": [{"type": "string"}]}),
+                "$.items: a schema is an object or a boolean",
+            ),
             (json!({"maxLength": -1}), "$.maxLength: a whole number"),
             (json!({"minimum": "0"}), "$.minimum: a number"),
-            (json!({"properties": {"a": 5}}), "$.properties.a: a schema is an object or a boolean"),
+            (
+                json!({"properties": {"a": 5}}),
+                "$.properties.a: a schema is an object or a boolean",
+            ),
         ];
         for (schema, want) in cases {
             let got = check_schema(&schema).unwrap_err();

@@ -7,9 +7,9 @@
 use super::pages::{self, ListHead, Locked, Meta, WalChange};
 use super::{options, vector};
 use crate::engine::ivf::kmeans::{self, SplitMix, Training};
-use crate::pg::interrupt::PgInterrupt;
 use crate::engine::ivf::rotation::Rotation;
 use crate::pg::gucs;
+use crate::pg::interrupt::PgInterrupt;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 

@@ -1,0 +1,295 @@
+//! A loaded embedding model: tokenizer, ONNX Runtime session, templates and
+//! pooling, behind the `Embedder` trait so that the same engine can run in a
+//! backend today and in a shared worker later.
+
+use super::batching::plan_batches;
+use super::pooling::{l2_normalize, Pooling};
+use super::runtime;
+use super::template::Template;
+use super::tokenize::{TextEncoder, TokenizedText};
+use crate::engine::error::{EngineError, EngineResult, ErrorKind};
+use crate::engine::interrupt::Interrupt;
+use ndarray::Array2;
+use ort::session::{RunOptions, Session};
+use ort::value::TensorRef;
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Everything needed to load a model; the SQL registry stores these fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub onnx_file: PathBuf,
+    pub tokenizer_file: PathBuf,
+    pub query_template: String,
+    pub passage_template: String,
+    pub pooling: Pooling,
+    pub dimension: usize,
+    pub max_tokens: usize,
+    pub pad_token_id: u32,
+}
+
+/// How the process runs models: library and threads are per process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    pub library: PathBuf,
+    pub intra_threads: usize,
+}
+
+/// One text to embed, on either side of the bi-encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedInput<'a> {
+    Passage(&'a str),
+    Query {
+        instruction: Option<&'a str>,
+        query: &'a str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Padded tokens (rows x longest) per ONNX Runtime call.
+    pub token_budget: usize,
+    pub max_rows: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            token_budget: 8192,
+            max_rows: 256,
+        }
+    }
+}
+
+/// What a host (backend, worker) needs from an embedding engine.
+pub trait Embedder: Send + Sync {
+    fn dimension(&self) -> usize;
+    /// One L2-normalised vector per input, in input order.
+    fn embed(
+        &self,
+        inputs: &[EmbedInput<'_>],
+        batch: BatchOptions,
+        interrupt: &dyn Interrupt,
+    ) -> EngineResult<Vec<Vec<f32>>>;
+}
+
+pub struct EmbeddingModel {
+    spec: ModelSpec,
+    query_template: Template,
+    passage_template: Template,
+    encoder: TextEncoder,
+    session: Mutex<Session>,
+    wants_token_types: bool,
+}
+
+/// How often the watcher thread looks at the interrupt flag during a run.
+const WATCH_INTERVAL: Duration = Duration::from_millis(25);
+
+impl EmbeddingModel {
+    pub fn load(spec: ModelSpec, runtime: &RuntimeOptions) -> EngineResult<Self> {
+        let query_template = Template::query(&spec.query_template)?;
+        let passage_template = Template::passage(&spec.passage_template)?;
+        let encoder = TextEncoder::load(&spec.tokenizer_file, spec.max_tokens)?;
+        let environment = runtime::environment(&runtime.library)?;
+        if !spec.onnx_file.is_file() {
+            return Err(
+                EngineError::files(format!("model file {} not found", spec.onnx_file.display()))
+                    .with_hint("re-run scripts/setup.sh, or re-register the model with inf_register_model()"),
+            );
+        }
+        let build = || -> Result<Session, String> {
+            Session::builder(environment)
+                .map_err(|e| e.to_string())?
+                .with_intra_threads(runtime.intra_threads.max(1))
+                .map_err(|e| e.to_string())?
+                .with_inter_threads(1)
+                .map_err(|e| e.to_string())?
+                .commit_from_file(&spec.onnx_file)
+                .map_err(|e| e.to_string())
+        };
+        let session = build().map_err(|e| {
+            EngineError::files(format!("ONNX Runtime cannot load {}: {e}", spec.onnx_file.display())).with_hint(
+                "the file may be truncated or not an ONNX model; re-export it with scripts/export_bert_onnx.py --force",
+            )
+        })?;
+        let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        for needed in ["input_ids", "attention_mask"] {
+            if !input_names.contains(&needed) {
+                return Err(EngineError::files(format!(
+                    "{} has inputs {input_names:?}; inf_ir needs input_ids and attention_mask",
+                    spec.onnx_file.display()
+                )));
+            }
+        }
+        let wants_token_types = input_names.contains(&"token_type_ids");
+        Ok(EmbeddingModel {
+            spec,
+            query_template,
+            passage_template,
+            encoder,
+            session: Mutex::new(session),
+            wants_token_types,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Tokenize one input under the model's templates and limits.
+    pub fn tokenize(&self, input: &EmbedInput<'_>) -> EngineResult<TokenizedText> {
+        match *input {
+            EmbedInput::Passage(text) => {
+                let text = self.encoder.precut(text)?;
+                self.encoder.encode_passage(&self.passage_template.render_passage(text))
+            }
+            EmbedInput::Query { instruction, query } => {
+                let query = self.encoder.precut(query)?;
+                let instruction = instruction.map(|i| self.encoder.precut(i)).transpose()?;
+                self.encoder
+                    .encode_query(&self.query_template.render_query(instruction, query))
+            }
+        }
+    }
+
+    /// Run one batch and write pooled, normalised vectors into `out`.
+    fn run_batch(&self, texts: &[&TokenizedText], interrupt: Option<&dyn Interrupt>) -> EngineResult<Vec<Vec<f32>>> {
+        let rows = texts.len();
+        let width = texts.iter().map(|t| t.len()).max().unwrap_or(1).max(1);
+        let mut ids = Array2::<i64>::from_elem((rows, width), self.spec.pad_token_id as i64);
+        let mut mask = Array2::<i64>::zeros((rows, width));
+        let mut types = Array2::<i64>::zeros((rows, width));
+        for (r, t) in texts.iter().enumerate() {
+            for (c, (&id, &ty)) in t.ids.iter().zip(&t.type_ids).enumerate() {
+                ids[[r, c]] = id;
+                mask[[r, c]] = 1;
+                types[[r, c]] = ty;
+            }
+        }
+        let ort_err = |e: ort::Error| EngineError::inference(format!("ONNX Runtime failed: {e}"));
+        let mut inputs = vec![
+            ("input_ids", TensorRef::from_array_view(&ids).map_err(ort_err)?),
+            ("attention_mask", TensorRef::from_array_view(&mask).map_err(ort_err)?),
+        ];
+        if self.wants_token_types {
+            inputs.push(("token_type_ids", TensorRef::from_array_view(&types).map_err(ort_err)?));
+        }
+        let options = RunOptions::new().map_err(ort_err)?;
+        let finished = AtomicBool::new(false);
+        let terminated = AtomicBool::new(false);
+        let mut session = self.session.lock();
+        let result = std::thread::scope(|scope| {
+            let watcher = interrupt.map(|interrupt| {
+                // ONNX Runtime blocks this thread; a watcher turns a pending
+                // interrupt into a terminate request so cancels land promptly.
+                scope.spawn(|| {
+                    while !finished.load(Ordering::Acquire) {
+                        if interrupt.pending() {
+                            terminated.store(true, Ordering::Release);
+                            let _ = options.terminate();
+                            break;
+                        }
+                        std::thread::park_timeout(WATCH_INTERVAL);
+                    }
+                })
+            });
+            let outputs = session.run_with_options(inputs, &options);
+            finished.store(true, Ordering::Release);
+            // Wake the watcher now: the scope waits for it, and its park would
+            // otherwise add up to WATCH_INTERVAL to every batch.
+            if let Some(watcher) = &watcher {
+                watcher.thread().unpark();
+            }
+            let outputs = match outputs {
+                Ok(o) => o,
+                Err(_) if terminated.load(Ordering::Acquire) => return Err(EngineError::cancelled()),
+                Err(e) => return Err(ort_err(e)),
+            };
+            let hidden_states = outputs[0].try_extract_array::<f32>().map_err(ort_err)?;
+            let shape = hidden_states.shape().to_vec();
+            if shape.len() != 3 || shape[0] != rows || shape[1] != width {
+                return Err(EngineError::inference(format!(
+                    "model output has shape {shape:?}; expected [{rows}, {width}, hidden]"
+                )));
+            }
+            let hidden = shape[2];
+            if hidden != self.spec.dimension {
+                return Err(EngineError::files(format!(
+                    "model produces {hidden}-dimensional vectors but is registered with dimension {}",
+                    self.spec.dimension
+                ))
+                .with_hint("re-register the model so that the registry reads its dimension again"));
+            }
+            let flat = hidden_states.as_standard_layout();
+            let flat = flat.as_slice().expect("standard layout");
+            let mut vectors = Vec::with_capacity(rows);
+            for (r, t) in texts.iter().enumerate() {
+                let mut v = vec![0.0f32; hidden];
+                let states = &flat[r * width * hidden..(r + 1) * width * hidden];
+                self.spec.pooling.pool(states, hidden, t.len(), &mut v);
+                l2_normalize(&mut v);
+                vectors.push(v);
+            }
+            Ok(vectors)
+        });
+        drop(session);
+        result
+    }
+}
+
+impl Embedder for EmbeddingModel {
+    fn dimension(&self) -> usize {
+        self.spec.dimension
+    }
+
+    fn embed(
+        &self,
+        inputs: &[EmbedInput<'_>],
+        batch: BatchOptions,
+        interrupt: &dyn Interrupt,
+    ) -> EngineResult<Vec<Vec<f32>>> {
+        let mut tokenized = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            if interrupt.pending() {
+                interrupt.checkpoint()?;
+            }
+            tokenized.push(self.tokenize(input)?);
+        }
+        self.embed_tokenized(&tokenized, batch, interrupt)
+    }
+}
+
+impl EmbeddingModel {
+    /// Embed texts already tokenized by `tokenize` (the shared worker
+    /// tokenizes in each client's thread, then batches across clients).
+    pub fn embed_tokenized(
+        &self,
+        tokenized: &[TokenizedText],
+        batch: BatchOptions,
+        interrupt: &dyn Interrupt,
+    ) -> EngineResult<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
+        let mut result: Vec<Vec<f32>> = vec![Vec::new(); tokenized.len()];
+        for indices in plan_batches(&lengths, batch.token_budget, batch.max_rows) {
+            interrupt.checkpoint()?;
+            let texts: Vec<&TokenizedText> = indices.iter().map(|&i| &tokenized[i]).collect();
+            let vectors = match self.run_batch(&texts, Some(interrupt)) {
+                Err(e) if e.kind == ErrorKind::Cancelled => {
+                    // The host decides whether that interrupt means stop.
+                    interrupt.checkpoint()?;
+                    // It did not (some other interrupt): run again, unwatched,
+                    // so a flag that stays set cannot make us loop.
+                    self.run_batch(&texts, None)?
+                }
+                other => other?,
+            };
+            for (i, v) in indices.into_iter().zip(vectors) {
+                result[i] = v;
+            }
+        }
+        Ok(result)
+    }
+}

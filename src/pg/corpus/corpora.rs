@@ -1,0 +1,123 @@
+//! Corpora: the tables (sql/corpora.sql, sql/embed_corpus.sql), a corpus
+//! looked up by name, made (with its metadata index) and dropped (with its
+//! vector indexes).
+
+use super::vector_indexes::corpus_indexes;
+use crate::pg::embed::models;
+use crate::pg::errors::raise_with;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+pgrx::extension_sql_file!(
+    "../../../sql/corpora.sql",
+    name = "corpora_tables",
+    requires = ["models_table"]
+);
+pgrx::extension_sql_file!(
+    "../../../sql/embed_corpus.sql",
+    name = "embed_corpus_procedure",
+    requires = ["corpora_tables"]
+);
+
+/// A corpus as search needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorpusRow {
+    pub corpus_id: i32,
+    pub model: String,
+}
+
+pub fn lookup(name: &str) -> CorpusRow {
+    let (corpus_id, model) = crate::pg::spi_read::two_planned::<i32, String>(
+        "SELECT corpus_id, model FROM inf_ir.corpora WHERE name = $1",
+        &[name.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read inf_ir.corpora: {e}"));
+    let row = corpus_id
+        .zip(model)
+        .map(|(corpus_id, model)| CorpusRow { corpus_id, model });
+    row.unwrap_or_else(|| {
+        let names =
+            crate::pg::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora", &[])
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "none".into());
+        raise_with(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("corpus \"{name}\" does not exist"),
+            format!(
+                "existing corpora: {names}; create one with inf_create_corpus(name) or inf_load_jsonl(corpus, path)"
+            ),
+        )
+    })
+}
+
+/// Create a corpus whose passages are embedded with `model` (default: the
+/// default model). Returns its id.
+#[pg_extern(volatile, parallel_unsafe)]
+pub fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i32 {
+    let model = models::lookup(model).spec.name;
+    let taken = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM inf_ir.corpora WHERE name = $1)",
+        &[name.into()],
+    );
+    if taken.ok().flatten().unwrap_or(false) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("corpus \"{name}\" already exists"),
+            "pick another name, or inf_drop_corpus(name) first",
+        );
+    }
+    let id = Spi::get_one_with_args::<i32>(
+        "INSERT INTO inf_ir.corpora(name, model) VALUES ($1, $2) RETURNING corpus_id",
+        &[name.into(), model.as_str().into()],
+    )
+    .unwrap_or_else(|e| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("cannot create corpus \"{name}\": {e}"),
+            "corpus names are unique, 1 to 63 letters, digits, '_', '.' or '-'",
+        )
+    })
+    .expect("RETURNING gives a row");
+    ensure_metadata_index(id);
+    id
+}
+
+/// Name of a corpus's metadata index (a partial GIN index, jsonb_path_ops).
+pub fn metadata_index_name(corpus_id: i32) -> String {
+    format!("passages_metadata_{corpus_id}")
+}
+
+/// The index that finds the passages a metadata filter keeps, so that
+/// inf_search can score exactly those (for selective filters).
+pub fn ensure_metadata_index(corpus_id: i32) {
+    Spi::run(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON inf_ir.passages USING gin (metadata jsonb_path_ops)
+         WHERE corpus_id = {corpus_id}",
+        metadata_index_name(corpus_id)
+    ))
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create the metadata index of corpus {corpus_id}: {e}"));
+}
+
+/// Drop a corpus, its passages, its vector and metadata indexes. Returns whether it existed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn inf_drop_corpus(name: &str) -> bool {
+    if let Some(id) =
+        Spi::get_one_with_args::<i32>("SELECT corpus_id FROM inf_ir.corpora WHERE name = $1", &[name.into()])
+            .ok()
+            .flatten()
+    {
+        for index in corpus_indexes(id) {
+            Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+        }
+        Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{}", metadata_index_name(id)))
+            .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+    }
+    Spi::get_one_with_args::<bool>(
+        "WITH d AS (DELETE FROM inf_ir.corpora WHERE name = $1 RETURNING 1) SELECT count(*) > 0 FROM d",
+        &[name.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
