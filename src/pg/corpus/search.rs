@@ -366,7 +366,10 @@ fn with_texts(hits: Vec<Hit>) -> SearchRows {
 }
 
 /// Search a corpus with an instruction and a query: the k best passages by
-/// cosine similarity, exact. A NULL or empty instruction means none.
+/// cosine similarity, through the corpus's inf_ivf index (approximate on
+/// large corpora, with the recall BENCHMARKS.md measures; exact without an
+/// index, with inf_ir.exact_search, or for a selective filter). A NULL or
+/// empty instruction means none.
 #[pg_extern(stable, parallel_restricted)]
 fn inf_search(
     instruction: Option<&str>,

@@ -1,6 +1,7 @@
 //! Models loaded in this backend, keyed by name and checked against the
 //! registry row on every use, so a re-registration or a changed file is
-//! noticed at once. (A later issue moves models into one shared worker.)
+//! noticed at once. Used in local mode (inf_ir not preloaded); with
+//! preloading the shared worker holds each model once per server.
 
 use crate::engine::embed::fingerprint::check_model_unchanged;
 use crate::engine::{EmbeddingModel, RuntimeOptions};

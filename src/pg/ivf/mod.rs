@@ -2,7 +2,7 @@
 //! with 4-bit codes in pages PostgreSQL owns (shared buffers, generic WAL,
 //! VACUUM), ordering by the cosine distance `<=>` with an exact re-score.
 //! The algorithms are in `crate::engine::ivf`; this is the page and
-//! callback layer.
+//! callback layer. Imports the pg plumbing and the engine only.
 
 mod build;
 mod check;
