@@ -1,8 +1,8 @@
 //! The engine: pure Rust, no PostgreSQL, each concern in a folder that
 //! `crate::pg` mirrors. `embed/` tokenizes, runs and pools embedding models
 //! (ONNX Runtime); `ivf/` is the vector index's algorithms; `llm/` talks to
-//! OpenAI-compatible endpoints; `dataset/` holds the ranking and diversity
-//! metrics. Shared by all of them, at this level: `error` (one error type
+//! OpenAI-compatible endpoints; `rerank/` judges search candidates with an
+//! LLM; `dataset/` holds the ranking and diversity metrics. Shared by all of them, at this level: `error` (one error type
 //! with a hint), `interrupt` (cancel), `simd` (dot products) and `topk`.
 //! Folders import this level and each other's public items, never
 //! `crate::pg`; the worker host (`crate::worker`) uses `embed/`.
@@ -13,6 +13,7 @@ pub mod error;
 pub mod interrupt;
 pub mod ivf;
 pub mod llm;
+pub mod rerank;
 pub mod simd;
 pub mod topk;
 

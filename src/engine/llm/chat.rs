@@ -178,7 +178,7 @@ fn strip_fence(text: &str) -> &str {
 }
 
 /// The first `max_chars` characters of `s`.
-pub(super) fn truncate(s: &str, max_chars: usize) -> &str {
+pub fn truncate(s: &str, max_chars: usize) -> &str {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => &s[..i],
         None => s,
