@@ -89,6 +89,9 @@ LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}
 start_llm_server "$LLM_PORT"
 "$VENV/bin/python" tests/python/test_llm.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
   --server-log "$TEST_CLUSTER/server.log" --key-dir "$INF_IR_HOME"
+step "LLM re-ranking: inf_rerank_llm against a fault-injecting endpoint (logprobs, graded, cache, failures, cancel) and the real local model"
+"$VENV/bin/python" tests/python/test_rerank.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
+  --key-dir "$INF_IR_HOME"
 step "LLM stages: CALL inf_synthesize (faults, kill -9, cancel, parallel runs, Batch API) and 20 msmarco-sample pairs through the real model"
 "$VENV/bin/python" tests/python/test_llm_stages.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
   --key-dir "$INF_IR_HOME" --data "$PROJECT_ROOT/../shared/data" --server-log "$TEST_CLUSTER/server.log"

@@ -17,6 +17,18 @@ static PROBES: GucSetting<i32> = GucSetting::<i32>::new(10);
 static RERANK: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
 static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+static RERANK_ON_FAILURE: GucSetting<RerankOnFailure> = GucSetting::<RerankOnFailure>::new(RerankOnFailure::Error);
+
+/// What LLM re-ranking does when a judgment cannot be had.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RerankOnFailure {
+    /// An ERROR naming what failed.
+    #[name = c"error"]
+    Error,
+    /// The bi-encoder's order, with a WARNING naming what failed.
+    #[name = c"retriever"]
+    Retriever,
+}
 
 /// Where this session's embeddings are computed.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,6 +86,14 @@ pub fn init() {
         &BATCH_TOKENS,
         256,
         1_048_576,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"inf_ir.rerank_on_failure",
+        c"When an LLM judgment fails (endpoint unreachable, 429 or 5xx past the retries, unusable replies): error or retriever.",
+        c"error raises an ERROR; retriever returns the bi-encoder's order with a WARNING. Never a partial order.",
+        &RERANK_ON_FAILURE,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -221,4 +241,8 @@ pub fn exact_filter_rows() -> usize {
 
 pub fn exact_search() -> bool {
     EXACT_SEARCH.get()
+}
+
+pub fn rerank_on_failure() -> RerankOnFailure {
+    RERANK_ON_FAILURE.get()
 }

@@ -3,7 +3,8 @@
 //! `embed/` (models, inference, the shared worker's client side), `corpus/`
 //! (corpora, search, filters, filter indexes), `ivf/` (the index access
 //! method), `dataset/` (the InF-IR tuples and their evaluation), `llm/`
-//! (endpoints, prompts, the synthesis stages) and `sharding/`. At this
+//! (endpoints, prompts, the synthesis stages), `rerank/` (LLM re-ranking)
+//! and `sharding/`. At this
 //! level, the plumbing every folder may import: `errors`, `gucs`
 //! (settings), `interrupt` (cancel), `spi_read`, `sql_text` and
 //! `privileges`. Folders import the plumbing and each other's public
@@ -18,6 +19,7 @@ mod interrupt;
 mod ivf;
 mod llm;
 mod privileges;
+mod rerank;
 mod sharding;
 mod spi_read;
 mod sql_text;

@@ -6,6 +6,7 @@ Replies: "good", ("slow", seconds), ("429", retry_after), "404" (GET too:
 an endpoint without the Batch API), "500",
 "malformed", "schema" (valid JSON that breaks the instruction schema),
 "401" (echoes the bearer key, as some providers do), ("stall", seconds),
+"yesno" (one answer token with logprobs; `judge(request)` gives P(yes)),
 "echo" (a 200 whose body is not JSON and repeats every request header, as a
 debugging proxy does), "echo_json" (a completion whose content repeats the
 headers as a JSON object, which breaks the reply schema).
@@ -25,13 +26,28 @@ def completion(content):
     })
 
 
+def yes_no_completion(p_yes):
+    """One answer token with OpenAI-style top logprobs for Yes and No."""
+    import math
+    answer = "Yes" if p_yes >= 0.5 else "No"
+    top = [{"token": "Yes", "logprob": math.log(max(p_yes, 1e-9))},
+           {"token": "No", "logprob": math.log(max(1 - p_yes, 1e-9))}]
+    top.sort(key=lambda t: -t["logprob"])
+    return json.dumps({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "length",
+                     "logprobs": {"content": [{"token": answer, "logprob": top[0]["logprob"], "top_logprobs": top}]}}],
+        "usage": {"prompt_tokens": 90, "completion_tokens": 1},
+    })
+
+
 GOOD = {"instruction": "Only peer-reviewed sources about the topic."}
 
 
 class FaultEndpoint:
-    def __init__(self, script, good=GOOD):
+    def __init__(self, script, good=GOOD, judge=None):
         self.script = list(script)
         self.good = good
+        self.judge = judge  # "yesno" replies: request body (dict) -> P(yes)
         self.requests = []  # (time, authorization header, body)
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -48,6 +64,7 @@ class FaultEndpoint:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 auth = self.headers.get("Authorization", "")
+                self.body = body
                 self.echoed = {k: v for k, v in self.headers.items()}
                 with endpoint.lock:
                     i = len(endpoint.requests)
@@ -84,6 +101,8 @@ class FaultEndpoint:
                     status, text = 200, '{"choices": ['
                 elif kind == "schema":
                     status, text = 200, completion('{"verdict": "maybe"}')
+                elif kind == "yesno":
+                    status, text = 200, yes_no_completion(endpoint.judge(json.loads(self.body)))
                 elif kind == "echo":
                     status, text = 200, "you sent:\n" + "\n".join(f"{k}: {v}" for k, v in self.echoed.items())
                 elif kind == "echo_json":

@@ -11,6 +11,10 @@
 use crate::engine::llm::chat::BadReply;
 use serde_json::{json, Value};
 
+/// The start of the reason a reply without logprobs is unusable (`auto`
+/// mode then asks for graded replies instead).
+pub const NO_LOGPROBS: &str = "the response has no logprobs";
+
 /// Top log-probabilities asked for: enough that both answers appear.
 pub const TOP_LOGPROBS: u32 = 10;
 
@@ -135,7 +139,7 @@ pub fn relevance_from_logprobs(body: &str) -> Result<Judgment, BadReply> {
             None => {
                 return Err(bad(
                     if first.is_none() {
-                        "the response has no logprobs (the endpoint may not support them; use the graded mode)".into()
+                        format!("{NO_LOGPROBS} (the endpoint may not support them; use the graded mode)")
                     } else {
                         format!("the answer is neither yes nor no: {answer:?}")
                     },

@@ -27,7 +27,7 @@ type SearchRows = TableIterator<
     ),
 >;
 
-fn check_k(k: Option<i32>) -> usize {
+pub fn check_k(k: Option<i32>) -> usize {
     match k {
         Some(k) if (1..=MAX_K).contains(&k) => k as usize,
         other => raise(
@@ -46,7 +46,7 @@ fn required<'a>(value: Option<&'a str>, what: &str) -> &'a str {
     })
 }
 
-fn embed_query(model: &ModelRow, instruction: Option<&str>, query: &str) -> Vec<f32> {
+pub fn embed_query(model: &ModelRow, instruction: Option<&str>, query: &str) -> Vec<f32> {
     let mut v = inference::embed(model, &[EmbedInput::Query { instruction, query }]);
     v.pop().expect("one vector per input")
 }
@@ -337,8 +337,19 @@ fn counts(corpus: &CorpusRow, fingerprint: &str) -> (bool, i64) {
 
 /// Attach external ids and bodies (read in the caller's snapshot) to ranked hits.
 fn with_texts(hits: Vec<Hit>) -> SearchRows {
-    let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
-    let mut texts: HashMap<i64, (String, String)> = Spi::connect(|client| {
+    let mut texts = passage_texts(hits.iter().map(|h| h.id).collect());
+    let rows: Vec<_> = hits
+        .into_iter()
+        .filter_map(|h| texts.remove(&h.id).map(|(ext, body)| (h.id, ext, body, h.score)))
+        .enumerate()
+        .map(|(i, (id, ext, body, score))| (id, ext, body, score, i as i32 + 1))
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// External id and body of each passage id visible in the caller's snapshot.
+pub fn passage_texts(ids: Vec<i64>) -> HashMap<i64, (String, String)> {
+    Spi::connect(|client| {
         let t = client.select(
             "SELECT passage_id, external_id, body FROM inf_ir.passages WHERE passage_id = ANY($1)",
             None,
@@ -355,14 +366,7 @@ fn with_texts(hits: Vec<Hit>) -> SearchRows {
         })
         .collect::<Result<_, pgrx::spi::SpiError>>()
     })
-    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read passages: {e}"));
-    let rows: Vec<_> = hits
-        .into_iter()
-        .filter_map(|h| texts.remove(&h.id).map(|(ext, body)| (h.id, ext, body, h.score)))
-        .enumerate()
-        .map(|(i, (id, ext, body, score))| (id, ext, body, score, i as i32 + 1))
-        .collect();
-    TableIterator::new(rows)
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read passages: {e}"))
 }
 
 /// Search a corpus with an instruction and a query: the k best passages by
@@ -488,8 +492,31 @@ fn rerank(
         None => usize::MAX,
         some => check_k(some),
     };
+    let mut hits: Vec<Hit> = score_candidates(&wanted, query_vector)
+        .into_iter()
+        .map(|c| Hit {
+            score: c.score,
+            id: c.id,
+        })
+        .collect();
+    hits.truncate(k);
+    with_texts(hits)
+}
+
+/// A candidate passage scored by the bi-encoder.
+pub struct ScoredCandidate {
+    pub id: i64,
+    /// What its embedding was made of (title and body).
+    pub text: String,
+    pub score: f32,
+}
+
+/// The visible passages among `wanted`, scored against the query vector
+/// that `query_vector` makes with their model, best first (ties by the
+/// smaller id). Candidates without a current embedding are embedded now.
+pub fn score_candidates(wanted: &[i64], query_vector: impl FnOnce(&ModelRow) -> Vec<f32>) -> Vec<ScoredCandidate> {
     if wanted.is_empty() {
-        return TableIterator::new(std::iter::empty());
+        return Vec::new();
     }
     struct Candidate {
         id: i64,
@@ -504,7 +531,7 @@ fn rerank(
              FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) JOIN inf_ir.models m ON m.name = c.model
              WHERE p.passage_id = ANY($1)",
             None,
-            &[wanted.clone().into()],
+            &[wanted.to_vec().into()],
         )?;
         t.map(|r| {
             Ok(Candidate {
@@ -517,7 +544,7 @@ fn rerank(
         .collect::<Result<_, pgrx::spi::SpiError>>()
     })
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read candidates: {e}"));
-    let mut distinct: Vec<i64> = wanted.clone();
+    let mut distinct: Vec<i64> = wanted.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
     if found.len() < distinct.len() {
@@ -528,7 +555,7 @@ fn rerank(
         );
     }
     let Some(first) = found.first() else {
-        return TableIterator::new(std::iter::empty());
+        return Vec::new();
     };
     if let Some(other) = found.iter().find(|c| c.model != first.model) {
         raise(
@@ -552,11 +579,11 @@ fn rerank(
     } else {
         inference::embed(&model, &missing).into_iter()
     };
-    let mut hits: Vec<Hit> = found
-        .iter()
+    let mut scored: Vec<ScoredCandidate> = found
+        .into_iter()
         .map(|c| {
-            let v = match &c.embedding {
-                Some(v) => v.clone(),
+            let v = match c.embedding {
+                Some(v) => v,
                 None => fresh.next().expect("one vector per missing candidate"),
             };
             if v.len() != query_vector.len() {
@@ -571,13 +598,22 @@ fn rerank(
                     .with_hint("set its embedding to NULL and CALL inf_embed_corpus(corpus)"),
                 );
             }
-            Hit {
+            ScoredCandidate {
                 score: dot(&v, &query_vector),
                 id: c.id,
+                text: c.text,
             }
         })
         .collect();
-    hits.sort();
-    hits.truncate(k);
-    with_texts(hits)
+    scored.sort_by(|a, b| {
+        Hit {
+            score: a.score,
+            id: a.id,
+        }
+        .cmp(&Hit {
+            score: b.score,
+            id: b.id,
+        })
+    });
+    scored
 }
