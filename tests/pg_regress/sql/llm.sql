@@ -73,6 +73,7 @@ CREATE TABLE llm_victim AS SELECT 1 AS x;
 CALL inf_synthesize('instruction', 'local', filter => 'true); DELETE FROM llm_victim; SELECT count(*) FROM inf_ir.seed_qrels WHERE (true');
 CALL inf_synthesize('instruction', 'local', filter => 'true) FROM llm_victim WHERE (true');
 CALL inf_synthesize('instruction', 'local', filter => 'true), (1');
+CALL inf_synthesize('instruction', 'local', filter => 'query_id = ');
 SELECT count(*) AS victim_rows_kept FROM llm_victim;
 DROP TABLE llm_victim;
 CALL inf_synthesize('instruction', 'local', mode => 'offline');
