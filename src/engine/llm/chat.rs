@@ -42,11 +42,7 @@ pub struct ChatRequest<'a> {
 
 impl ChatRequest<'_> {
     pub fn body(&self) -> Value {
-        let mut messages = Vec::new();
-        if !self.system.trim().is_empty() {
-            messages.push(json!({"role": "system", "content": self.system}));
-        }
-        messages.push(json!({"role": "user", "content": self.user}));
+        let messages = messages(self.system, self.user);
         let response_format = match self.reply_format {
             ReplyFormat::JsonSchema => json!({
                 "type": "json_schema",
@@ -62,6 +58,30 @@ impl ChatRequest<'_> {
             "response_format": response_format
         })
     }
+}
+
+/// A chat's messages: the system prompt (when there is one), then the user's.
+pub fn messages(system: &str, user: &str) -> Vec<Value> {
+    let mut messages = Vec::new();
+    if !system.trim().is_empty() {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": user}));
+    messages
+}
+
+/// A completion's (prompt, completion) token counts, clamped: they come
+/// from the network and end up in bigint columns and sums.
+pub fn usage_of(envelope: &Value) -> (u64, u64) {
+    let count = |key: &str| {
+        envelope
+            .get("usage")
+            .and_then(|u| u.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(u32::MAX as u64)
+    };
+    (count("prompt_tokens"), count("completion_tokens"))
 }
 
 /// A checked reply.
@@ -93,16 +113,7 @@ pub fn parse_reply(body: &str, reply_schema: &Value) -> Result<ChatReply, BadRep
     };
     let envelope: Value = serde_json::from_str(body)
         .map_err(|e| bad(format!("the response is not JSON ({e})"), truncate(body, 2000), (0, 0)))?;
-    let usage = envelope.get("usage");
-    // Clamped: the counts come from the network and end up in bigint columns and sums.
-    let count = |key: &str| {
-        usage
-            .and_then(|u| u.get(key))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(u32::MAX as u64)
-    };
-    let usage = (count("prompt_tokens"), count("completion_tokens"));
+    let usage = usage_of(&envelope);
     let choice = envelope.get("choices").and_then(|c| c.get(0));
     let Some(text) = choice
         .and_then(|c| c.pointer("/message/content"))

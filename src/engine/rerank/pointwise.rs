@@ -8,7 +8,7 @@
 //! object `{"relevance": 0..3}` checked against its schema, and the grade
 //! is scaled to [0, 1].
 
-use crate::engine::llm::chat::BadReply;
+use crate::engine::llm::chat::{messages, truncate, usage_of, BadReply};
 use serde_json::{json, Value};
 
 /// The start of the reason a reply without logprobs is unusable (`auto`
@@ -21,14 +21,9 @@ pub const TOP_LOGPROBS: u32 = 10;
 /// The request body of a yes/no judgment read from log-probabilities: one
 /// output token, greedy.
 pub fn logprob_request_body(model: &str, system: &str, user: &str) -> Value {
-    let mut messages = Vec::new();
-    if !system.trim().is_empty() {
-        messages.push(json!({"role": "system", "content": system}));
-    }
-    messages.push(json!({"role": "user", "content": user}));
     json!({
         "model": model,
-        "messages": messages,
+        "messages": messages(system, user),
         "temperature": 0.0,
         "max_tokens": 1,
         "logprobs": true,
@@ -57,17 +52,6 @@ pub struct Judgment {
     pub completion_tokens: u64,
 }
 
-fn usage_of(envelope: &Value) -> (u64, u64) {
-    let count = |key: &str| {
-        envelope
-            .pointer(&format!("/usage/{key}"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(u32::MAX as u64)
-    };
-    (count("prompt_tokens"), count("completion_tokens"))
-}
-
 /// The relevance in a chat completion's body that carries `logprobs`.
 /// When only one answer is among the top tokens, the other's probability
 /// is taken at its upper bound (that of the least likely listed token, or
@@ -81,13 +65,8 @@ pub fn relevance_from_logprobs(body: &str) -> Result<Judgment, BadReply> {
         prompt_tokens: usage.0,
         completion_tokens: usage.1,
     };
-    let envelope: Value = serde_json::from_str(body).map_err(|e| {
-        bad(
-            format!("the response is not JSON ({e})"),
-            crate::engine::llm::chat::truncate(body, 2000),
-            (0, 0),
-        )
-    })?;
+    let envelope: Value = serde_json::from_str(body)
+        .map_err(|e| bad(format!("the response is not JSON ({e})"), truncate(body, 2000), (0, 0)))?;
     let usage = usage_of(&envelope);
     let choice = envelope.pointer("/choices/0");
     let answer = choice

@@ -75,6 +75,12 @@ impl Prompt {
         })
     }
 
+    /// Tokens a request reserves under a tokens-per-minute limit: about four
+    /// characters a token, plus all the output allowed.
+    pub fn estimated_tokens(&self, user: &str, max_output_tokens: u32) -> f64 {
+        ((self.system.len() + user.len()) / 4) as f64 + max_output_tokens as f64
+    }
+
     /// The request for one rendered user message to `row`'s endpoint.
     pub fn job(&self, row: &EndpointRow, stage: &str, key: usize, user: &str) -> Job {
         let body = ChatRequest {
@@ -91,8 +97,7 @@ impl Prompt {
         .to_string();
         Job {
             key,
-            // About four characters a token, plus all the output allowed.
-            estimated_tokens: ((self.system.len() + user.len()) / 4) as f64 + row.max_output_tokens as f64,
+            estimated_tokens: self.estimated_tokens(user, row.max_output_tokens),
             body,
         }
     }

@@ -233,7 +233,7 @@ fn judge_mode(
                 Mode::Graded => prompt.job(row, mode.stage(), i, &user),
                 Mode::Logprobs => Job {
                     key: i,
-                    estimated_tokens: ((prompt.system.len() + user.len()) / 4) as f64 + 1.0,
+                    estimated_tokens: prompt.estimated_tokens(&user, 1),
                     body: pointwise::logprob_request_body(&row.model, &prompt.system, &user).to_string(),
                 },
             }
