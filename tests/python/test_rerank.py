@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""inf_rerank_llm end to end: against a fault-injecting endpoint (logprob
-judgments, graded replies, the cache, parallel requests, every failure kind
-under both settings of inf_ir.rerank_on_failure, cancel), and a smoke run
-against the real local model.
+"""inf_rerank_llm and inf_search(..., rerank =>) end to end: against a
+fault-injecting endpoint (logprob judgments, graded replies, listwise
+windows, the cache and the call log, parallel requests, every failure kind
+under both settings of inf_ir.rerank_on_failure, cancel), and against the
+real local models: Gemma 3 270M (graded) and, when set-up assembled it,
+Qwen2.5-Coder-1.5B (logprobs, the demo's re-ranker).
 
-Usage: test_rerank.py --port P --llm-url URL --key-dir DIR
+Usage: test_rerank.py --port P --llm-url URL --key-dir DIR [--qwen-url URL]
 """
 import argparse
 import json
@@ -46,11 +48,21 @@ def dosage_judge(request):
     return 0.9 if ("dose" in passage or "intake" in passage) else 0.1
 
 
+def dosage_ranking(request):
+    """A listwise reply: the window's dosage passages first, then the rest, in order."""
+    user = request["messages"][-1]["content"]
+    shown = [line for line in user.split("\n") if line.startswith("[")]
+    numbers = [int(line[1:line.index("]")]) for line in shown]
+    about_dose = [n for n, line in zip(numbers, shown) if "dose" in line or "intake" in line]
+    return {"ranking": about_dose + [n for n in numbers if n not in about_dose]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--llm-url", required=True)
     ap.add_argument("--key-dir", required=True)
+    ap.add_argument("--qwen-url", default=None)
     args = ap.parse_args()
     admin = psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", autocommit=True)
     admin.execute(f"DROP DATABASE IF EXISTS {DB}")
@@ -107,6 +119,28 @@ def main():
     cached = conn.execute("SELECT count(*), count(DISTINCT passage_hash), min(mode) FROM inf_ir.rerank_judgments").fetchone()
     check(cached == (len(PASSAGES), len(PASSAGES), "logprobs"),
           f"inf_ir.rerank_judgments holds one row per passage (hashes, no text): {cached}")
+    # inf_search with rerank =>: the same order and relevance as inf_rerank_llm
+    # over inf_search's top candidates, from the cache; the call log says so.
+    conn.execute("DELETE FROM inf_ir.rerank_calls")
+    searched = conn.execute("SELECT external_id, score, relevance, rank FROM inf_search(%s, %s, rerank => 'faults', "
+                            "k => 4, corpus => 'rr', rerank_depth => 10)", (INSTRUCTION, QUERY)).fetchall()
+    calls = conn.execute("SELECT mode, candidates, cached, judged, requests FROM inf_ir.rerank_calls").fetchall()
+    same = (len(searched) == 4 and all(a[0] == b[0] and a[2] == b[2] and a[3] == b[3] and abs(a[1] - b[1]) < 1e-5
+                                       for a, b in zip(searched, rows)))
+    check(same and calls == [("logprobs", len(PASSAGES), len(PASSAGES), 0, 0)],
+          f"inf_search(..., rerank => 'faults', k => 4): {[r[0] for r in searched]}, as inf_rerank_llm; "
+          f"logged as (mode, candidates, cached, judged, requests) {calls}")
+    server.close()
+
+    # Listwise: one window of six, the model's ranking applied; not cached, logged.
+    conn.execute("DELETE FROM inf_ir.rerank_calls")
+    server = endpoint(["judged"], judge=dosage_ranking)
+    rows, e, took = rerank(mode="listwise")
+    order = [r[0] for r in rows] if rows else None
+    calls = conn.execute("SELECT mode, candidates, cached, judged, requests FROM inf_ir.rerank_calls").fetchall()
+    check(e is None and order == want and len(server.requests) == 1 and rows[0][2] == 1.0
+          and calls == [("listwise", len(PASSAGES), 0, len(PASSAGES), 1)],
+          f"listwise: {order} from {len(server.requests)} request; logged {calls}")
     server.close()
 
     # Parallel: 6 judgments at 0.3 s each with max_concurrency 8 are in flight together.
@@ -181,6 +215,21 @@ def main():
           f"the real local model: {len(rows) if rows else 0} judgments in {took:.1f} s: "
           f"{[(r[0], round(r[2], 3)) for r in rows] if rows else e}")
     conn.execute("SELECT inf_drop_endpoint('local')")
+
+    # Qwen2.5-Coder-1.5B, the demo's re-ranker: Yes/No logprobs (its server
+    # keeps all logits), one request per passage.
+    if args.qwen_url:
+        conn.execute("SELECT inf_set_endpoint('qwen', %s, 'qwen2.5-1.5b', max_concurrency => 1, "
+                     "timeout_ms => 600000)", (args.qwen_url,))
+        rows, e, took = rerank(name="qwen", mode="logprobs")
+        check(e is None and rows is not None and len(rows) == len(PASSAGES)
+              and all(r[2] is not None and 0 <= r[2] <= 1 for r in rows)
+              and len({round(r[2], 6) for r in rows}) > 1,
+              f"Qwen2.5-1.5B, logprobs: {len(rows) if rows else 0} judgments in {took:.1f} s: "
+              f"{[(r[0], round(r[2], 3)) for r in rows] if rows else e}")
+        conn.execute("SELECT inf_drop_endpoint('qwen')")
+    else:
+        print("skip  Qwen2.5-1.5B (not assembled: INF_IR_SKIP_QWEN was set at set-up)")
     conn.execute("SELECT inf_drop_endpoint('faults')")
     os.unlink(key_file)
     conn.close()

@@ -49,6 +49,30 @@ pub fn parse_permutation(reply: &str, len: usize) -> Vec<usize> {
     order
 }
 
+/// The order a JSON reply's ranking (1-based numbers, best first) gives,
+/// repaired as `parse_permutation` repairs text.
+pub fn permutation_from_ranking(ranking: &[i64], len: usize) -> Vec<usize> {
+    let text: Vec<String> = ranking.iter().map(|n| n.to_string()).collect();
+    // Negative numbers would lose their sign in the parse: drop them first.
+    let kept: Vec<&String> = text.iter().filter(|t| !t.starts_with('-')).collect();
+    parse_permutation(&kept.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" "), len)
+}
+
+/// The passages of one window as the prompt shows them: `[1] text`, one
+/// per paragraph, each cut to `max_chars` characters (RankGPT cuts each to
+/// a few hundred tokens, so that a window fits any context).
+pub fn numbered_passages(texts: &[&str], max_chars: usize) -> String {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let one_line = t.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("[{}] {}", i + 1, crate::engine::llm::stages::clip(&one_line, max_chars))
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// Reorder `items[start..end]` by `permutation` (positions in the window).
 pub fn apply<T: Clone>(items: &mut [T], start: usize, end: usize, permutation: &[usize]) {
     let window: Vec<T> = items[start..end].to_vec();
@@ -83,6 +107,21 @@ mod tests {
         assert_eq!(parse_permutation("3, 3, 9, 1", 4), vec![2, 0, 1, 3]);
         assert_eq!(parse_permutation("no idea", 3), vec![0, 1, 2]);
         assert_eq!(parse_permutation("[10] > [1]", 10), vec![9, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn json_rankings_are_repaired_too() {
+        assert_eq!(permutation_from_ranking(&[2, 3, 1], 3), vec![1, 2, 0]);
+        assert_eq!(permutation_from_ranking(&[-1, 3, 3, 7], 3), vec![2, 0, 1]);
+        assert_eq!(permutation_from_ranking(&[], 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn passages_are_numbered_on_one_line_each_and_cut() {
+        let shown = numbered_passages(&["a  b\nc", "dddd eeee ffff"], 9);
+        assert_eq!(shown.lines().next(), Some("[1] a b c"));
+        assert!(shown.contains("\n\n[2] dddd"));
+        assert!(!shown.contains("ffff"));
     }
 
     #[test]

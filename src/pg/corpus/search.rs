@@ -28,14 +28,19 @@ type SearchRows = TableIterator<
 >;
 
 pub fn check_k(k: Option<i32>) -> usize {
-    match k {
-        Some(k) if (1..=MAX_K).contains(&k) => k as usize,
+    check_count(k, "k", "k is the number of passages to return, e.g. 10")
+}
+
+/// A count of passages (k, a re-ranking depth) between 1 and MAX_K.
+pub fn check_count(n: Option<i32>, name: &str, hint: &str) -> usize {
+    match n {
+        Some(n) if (1..=MAX_K).contains(&n) => n as usize,
         other => raise(
             EngineError::invalid(format!(
-                "k must be between 1 and {MAX_K}, not {}",
-                other.map_or("NULL".into(), |k| k.to_string())
+                "{name} must be between 1 and {MAX_K}, not {}",
+                other.map_or("NULL".into(), |n| n.to_string())
             ))
-            .with_hint("k is the number of passages to return, e.g. 10"),
+            .with_hint(hint),
         ),
     }
 }
@@ -100,7 +105,7 @@ fn search_corpus(
     query_vector: &[f32],
     k: usize,
     filter: Option<pgrx::JsonB>,
-) -> SearchRows {
+) -> Vec<Row> {
     if let Some(f) = &filter {
         crate::pg::corpus::filter_index::check_filter_shape(f);
     }
@@ -118,7 +123,7 @@ fn search_corpus(
             );
         }
         pgrx::notice!("inf_ir: corpus \"{corpus_name}\" has no passages");
-        return TableIterator::new(std::iter::empty());
+        return Vec::new();
     }
     if pending > 0 {
         pgrx::notice!(
@@ -137,11 +142,7 @@ fn search_corpus(
         fingerprint: crate::pg::sql_text::quote_literal(&model.fingerprint),
     };
     if gucs::exact_search() || !indexed {
-        return TableIterator::new(run_search(
-            &scope.exact_sql(filter.is_some(), k),
-            query_vector,
-            filter.as_ref(),
-        ));
+        return run_search(&scope.exact_sql(filter.is_some(), k), query_vector, filter.as_ref());
     }
     if let Some(f) = &filter {
         // A filter with an index of its own (inf_filter_index): search it.
@@ -162,9 +163,9 @@ fn search_corpus(
     // Without sorts the planner must take the vector index's order: with
     // statistics from before a bulk load it would otherwise judge the new
     // corpus tiny, read it all through the btree and sort (exact, 5x slower).
-    TableIterator::new(with_setting(c"enable_sort", c"off", || {
+    with_setting(c"enable_sort", c"off", || {
         run_search(&scope.index_sql(filter.is_some(), k), query_vector, filter.as_ref())
-    }))
+    })
 }
 
 /// Run `f` with a planner setting changed for its duration only (like a
@@ -292,7 +293,8 @@ impl Scope {
     }
 }
 
-type Row = (i64, String, String, f32, i32);
+/// A search result: passage id, external id, body, score, rank (from 1).
+pub type Row = (i64, String, String, f32, i32);
 
 /// Run a search statement (planned once per session): its rows ranked 1...
 fn run_search(sql: &str, query: &[f32], filter: Option<&pgrx::JsonB>) -> Vec<Row> {
@@ -336,15 +338,36 @@ fn counts(corpus: &CorpusRow, fingerprint: &str) -> (bool, i64) {
 }
 
 /// Attach external ids and bodies (read in the caller's snapshot) to ranked hits.
-fn with_texts(hits: Vec<Hit>) -> SearchRows {
+fn with_texts(hits: Vec<Hit>) -> Vec<Row> {
     let mut texts = passage_texts(hits.iter().map(|h| h.id).collect());
-    let rows: Vec<_> = hits
-        .into_iter()
+    hits.into_iter()
         .filter_map(|h| texts.remove(&h.id).map(|(ext, body)| (h.id, ext, body, h.score)))
         .enumerate()
         .map(|(i, (id, ext, body, score))| (id, ext, body, score, i as i32 + 1))
-        .collect();
-    TableIterator::new(rows)
+        .collect()
+}
+
+/// What a passage's embedding is made of, and what an LLM judge reads: its
+/// title and body (SQL over `inf_ir.passages p`).
+const PASSAGE_TEXT: &str = "CASE WHEN COALESCE(p.title, '') = '' THEN p.body ELSE p.title || ' ' || p.body END";
+
+/// The text (title and body) of each passage id visible in the caller's snapshot.
+pub fn judged_texts(ids: Vec<i64>) -> HashMap<i64, String> {
+    Spi::connect(|client| {
+        let t = client.select(
+            &format!("SELECT p.passage_id, {PASSAGE_TEXT} FROM inf_ir.passages p WHERE p.passage_id = ANY($1)"),
+            None,
+            &[ids.into()],
+        )?;
+        t.map(|r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read passages: {e}"))
 }
 
 /// External id and body of each passage id visible in the caller's snapshot.
@@ -391,6 +414,17 @@ fn inf_search(
         name!(rank, i32),
     ),
 > {
+    TableIterator::new(search_text(instruction, query, k, corpus, filter))
+}
+
+/// inf_search's rows: the query embedded with the corpus's model, then searched.
+pub fn search_text(
+    instruction: Option<&str>,
+    query: Option<&str>,
+    k: Option<i32>,
+    corpus: Option<&str>,
+    filter: Option<pgrx::JsonB>,
+) -> Vec<Row> {
     let query = required(query, "query");
     let k = check_k(k);
     let (corpus_name, corpus, model) = resolve_corpus(corpus);
@@ -420,7 +454,7 @@ fn inf_search_vector(
     });
     let k = check_k(k);
     let (corpus_name, corpus, model) = resolve_corpus(corpus);
-    search_corpus(corpus_name, &corpus, &model, &vector, k, filter)
+    TableIterator::new(search_corpus(corpus_name, &corpus, &model, &vector, k, filter))
 }
 
 /// Re-rank candidate passages (e.g. a full-text search's top 100) for an
@@ -500,7 +534,7 @@ fn rerank(
         })
         .collect();
     hits.truncate(k);
-    with_texts(hits)
+    TableIterator::new(with_texts(hits))
 }
 
 /// A candidate passage scored by the bi-encoder.
@@ -526,10 +560,12 @@ pub fn score_candidates(wanted: &[i64], query_vector: impl FnOnce(&ModelRow) -> 
     }
     let found: Vec<Candidate> = Spi::connect(|client| {
         let t = client.select(
-            "SELECT p.passage_id, CASE WHEN COALESCE(p.title, '') = '' THEN p.body ELSE p.title || ' ' || p.body END,
+            &format!(
+                "SELECT p.passage_id, {PASSAGE_TEXT},
                     CASE WHEN p.embedded_with = m.fingerprint THEN p.embedding END, c.model
              FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) JOIN inf_ir.models m ON m.name = c.model
-             WHERE p.passage_id = ANY($1)",
+             WHERE p.passage_id = ANY($1)"
+            ),
             None,
             &[wanted.to_vec().into()],
         )?;

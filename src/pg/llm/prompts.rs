@@ -51,7 +51,7 @@ impl Prompt {
                     Some(v) => format!("there is no prompt version {v} for stage \"{stage}\""),
                     None => format!("there is no prompt for stage \"{stage}\""),
                 },
-                "stages: instruction, negatives, judge, rerank, rerank_graded; see SELECT stage, version FROM inf_ir.llm_prompts",
+                "stages: instruction, negatives, judge, rerank, rerank_graded, rerank_listwise; see SELECT stage, version FROM inf_ir.llm_prompts",
             )
         })
     }

@@ -1,0 +1,83 @@
+//! `inf_search(instruction, query, rerank => 'endpoint', ...)`: the
+//! bi-encoder's best `rerank_depth` passages judged by an LLM, the best `k`
+//! of them returned. An overload of inf_search with `rerank` as its third
+//! parameter and no default, so a call without `rerank` is the plain search.
+
+use super::mode::Mode;
+use super::reranking;
+use crate::pg::corpus::search::{check_count, check_k, judged_texts, search_text, ScoredCandidate};
+use pgrx::prelude::*;
+
+/// Search as inf_search does, then re-rank the top `rerank_depth` (at
+/// least k) with the LLM behind endpoint `rerank` (see inf_rerank_llm for
+/// the modes, the cache and inf_ir.rerank_on_failure). A NULL `rerank` is
+/// the plain search, with relevance NULL.
+#[pg_extern(name = "inf_search", volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn inf_search_reranked(
+    instruction: Option<&str>,
+    query: Option<&str>,
+    rerank: Option<&str>,
+    k: default!(Option<i32>, 10),
+    corpus: default!(Option<&str>, "'default'"),
+    filter: default!(Option<pgrx::JsonB>, "NULL"),
+    rerank_depth: default!(Option<i32>, 20),
+    rerank_mode: default!(Option<&str>, "'auto'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(passage_id, i64),
+        name!(external_id, String),
+        name!(body, String),
+        name!(score, f32),
+        name!(relevance, Option<f64>),
+        name!(rank, i32),
+    ),
+> {
+    let k_rows = check_k(k);
+    let mode = Mode::parse(rerank_mode);
+    let Some(endpoint) = rerank else {
+        let rows = search_text(instruction, query, k, corpus, filter);
+        return TableIterator::new(
+            rows.into_iter()
+                .map(|(id, ext, body, score, rank)| (id, ext, body, score, None, rank)),
+        );
+    };
+    let depth = check_count(
+        rerank_depth,
+        "rerank_depth",
+        "rerank_depth is how many of the search's best passages the LLM judges, e.g. 20",
+    )
+    .max(k_rows);
+    let found = search_text(instruction, query, Some(depth as i32), corpus, filter);
+    let mut texts = judged_texts(found.iter().map(|r| r.0).collect());
+    let scored: Vec<ScoredCandidate> = found
+        .iter()
+        .filter_map(|(id, _, _, score, _)| {
+            texts.remove(id).map(|text| ScoredCandidate {
+                id: *id,
+                text,
+                score: *score,
+            })
+        })
+        .collect();
+    let query = query.unwrap_or_default();
+    let placed = reranking::rerank(endpoint, mode, instruction.unwrap_or(""), query, &scored, k_rows);
+    let mut shown: std::collections::HashMap<i64, (String, String)> = found
+        .into_iter()
+        .map(|(id, ext, body, _, _)| (id, (ext, body)))
+        .collect();
+    let rows: Vec<_> = placed
+        .into_iter()
+        .filter_map(|p| shown.remove(&p.id).map(|(ext, body)| (p, ext, body)))
+        .enumerate()
+        .map(|(i, (p, ext, body))| (p.id, ext, body, p.score, p.relevance, i as i32 + 1))
+        .collect();
+    TableIterator::new(rows)
+}
+
+pgrx::extension_sql!(
+    "REVOKE EXECUTE ON FUNCTION @extschema@.inf_search(text, text, text, integer, text, jsonb, integer, text) FROM PUBLIC;",
+    name = "search_reranked_privileges",
+    requires = [inf_search_reranked]
+);
