@@ -46,6 +46,34 @@ FROM inf_search('about recommended dosage, not fractures', 'does vitamin d preve
 SELECT mode, state, host_pid, models, requests, batches, round(tokens_per_second) AS tokens_per_second
 FROM inf_ir.worker_status;
 SQL
+step "LLM re-ranking: the same query and instructions, the top 10 judged by the local Qwen2.5-1.5B (about 2 minutes)"
+if [ -f "$QWEN_MODEL_FILE" ]; then
+  QWEN_PORT=${INF_IR_DEMO_QWEN_PORT:-8432}
+  start_llm_server "$QWEN_PORT" qwen
+  trap stop_llm_server EXIT
+  "${PSQL[@]}" -d inf_ir_demo <<SQL
+SELECT inf_set_endpoint('qwen', 'http://127.0.0.1:$QWEN_PORT/v1', 'qwen2.5-1.5b', max_concurrency => 2,
+                        timeout_ms => 600000);
+\echo 'query: does vitamin d prevent fractures   (no instruction), re-ranked'
+SELECT rank, round(relevance::numeric, 3) AS relevance, round(score::numeric, 4) AS score, left(body, 80) AS passage
+FROM inf_search(NULL, 'does vitamin d prevent fractures', rerank => 'qwen', k => 3, rerank_depth => 10);
+\echo 'same query, instruction: only meta-analyses that pool many trials, re-ranked'
+SELECT rank, round(relevance::numeric, 3) AS relevance, round(score::numeric, 4) AS score, left(body, 80) AS passage
+FROM inf_search('only meta-analyses that pool many trials', 'does vitamin d prevent fractures',
+                rerank => 'qwen', k => 3, rerank_depth => 10);
+\echo 'same query, instruction: about recommended dosage, not fractures, re-ranked'
+SELECT rank, round(relevance::numeric, 3) AS relevance, round(score::numeric, 4) AS score, left(body, 80) AS passage
+FROM inf_search('about recommended dosage, not fractures', 'does vitamin d prevent fractures',
+                rerank => 'qwen', k => 3, rerank_depth => 10);
+\echo 'what the re-ranking cost (inf_ir.rerank_usage; a repeated search is answered from the cache):'
+SELECT endpoint, mode, calls, candidates, cache_hit_rate, requests, prompt_tokens, completion_tokens, p50_ms
+FROM inf_ir.rerank_usage;
+SQL
+  stop_llm_server "$QWEN_PORT"
+else
+  echo "skipped: Qwen2.5-1.5B was not assembled (INF_IR_SKIP_QWEN was set at set-up)"
+fi
+
 step "The InF-IR synthesis stages from SQL, with the small local LLM (Gemma 3 270M via llama-cpp-python)"
 LLM_PORT=${INF_IR_DEMO_LLM_PORT:-8433}
 start_llm_server "$LLM_PORT"
