@@ -1,7 +1,7 @@
 //! Embedding models without PostgreSQL: a model folder read and checked
 //! (`model_folder`), its files' fingerprint (`fingerprint`), the query and
 //! passage templates (`template`), tokenizing (`tokenize`), token-budget
-//! batches (`batching`), ONNX Runtime loaded at run time (`runtime`), the
+//! batches (`batching`) and the arrays of one run (`padded_batch`), ONNX Runtime loaded at run time (`runtime`), the
 //! model that runs them and pools the output (`model`, `pooling`). May
 //! import the engine's top level (`error`, `interrupt`); `crate::pg::embed`
 //! and the worker host use it.
@@ -10,6 +10,7 @@ pub mod batching;
 pub mod fingerprint;
 pub mod model;
 pub mod model_folder;
+pub mod padded_batch;
 pub mod pooling;
 pub mod runtime;
 pub mod template;

@@ -3,13 +3,13 @@
 //! backend today and in a shared worker later.
 
 use super::batching::plan_batches;
+use super::padded_batch::PaddedBatch;
 use super::pooling::{l2_normalize, Pooling};
 use super::runtime;
 use super::template::Template;
 use super::tokenize::{TextEncoder, TokenizedText};
 use crate::engine::error::{EngineError, EngineResult, ErrorKind};
 use crate::engine::interrupt::Interrupt;
-use ndarray::Array2;
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use parking_lot::Mutex;
@@ -83,6 +83,11 @@ pub struct EmbeddingModel {
     encoder: TextEncoder,
     session: Mutex<Session>,
     wants_token_types: bool,
+    /// Decoder graphs take position ids as an input.
+    wants_position_ids: bool,
+    /// Which output holds the token states: `last_hidden_state` by name
+    /// when the graph has it (decoders may export logits or caches too).
+    hidden_output: usize,
 }
 
 /// How often the watcher thread looks at the interrupt flag during a run.
@@ -125,6 +130,18 @@ impl EmbeddingModel {
             }
         }
         let wants_token_types = input_names.contains(&"token_type_ids");
+        let wants_position_ids = input_names.contains(&"position_ids");
+        let output_names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let hidden_output = ["last_hidden_state", "token_embeddings"]
+            .iter()
+            .find_map(|wanted| output_names.iter().position(|n| n == wanted))
+            .unwrap_or(0);
+        if output_names.is_empty() {
+            return Err(EngineError::files(format!(
+                "{} has no outputs",
+                spec.onnx_file.display()
+            )));
+        }
         Ok(EmbeddingModel {
             spec,
             query_template,
@@ -132,6 +149,8 @@ impl EmbeddingModel {
             encoder,
             session: Mutex::new(session),
             wants_token_types,
+            wants_position_ids,
+            hidden_output,
         })
     }
 
@@ -158,24 +177,27 @@ impl EmbeddingModel {
     /// Run one batch and write pooled, normalised vectors into `out`.
     fn run_batch(&self, texts: &[&TokenizedText], interrupt: Option<&dyn Interrupt>) -> EngineResult<Vec<Vec<f32>>> {
         let rows = texts.len();
-        let width = texts.iter().map(|t| t.len()).max().unwrap_or(1).max(1);
-        let mut ids = Array2::<i64>::from_elem((rows, width), self.spec.pad_token_id as i64);
-        let mut mask = Array2::<i64>::zeros((rows, width));
-        let mut types = Array2::<i64>::zeros((rows, width));
-        for (r, t) in texts.iter().enumerate() {
-            for (c, (&id, &ty)) in t.ids.iter().zip(&t.type_ids).enumerate() {
-                ids[[r, c]] = id;
-                mask[[r, c]] = 1;
-                types[[r, c]] = ty;
-            }
-        }
+        let batch = PaddedBatch::new(texts, self.spec.pad_token_id as i64);
+        let width = batch.width();
         let ort_err = |e: ort::Error| EngineError::inference(format!("ONNX Runtime failed: {e}"));
         let mut inputs = vec![
-            ("input_ids", TensorRef::from_array_view(&ids).map_err(ort_err)?),
-            ("attention_mask", TensorRef::from_array_view(&mask).map_err(ort_err)?),
+            ("input_ids", TensorRef::from_array_view(&batch.ids).map_err(ort_err)?),
+            (
+                "attention_mask",
+                TensorRef::from_array_view(&batch.mask).map_err(ort_err)?,
+            ),
         ];
         if self.wants_token_types {
-            inputs.push(("token_type_ids", TensorRef::from_array_view(&types).map_err(ort_err)?));
+            inputs.push((
+                "token_type_ids",
+                TensorRef::from_array_view(&batch.types).map_err(ort_err)?,
+            ));
+        }
+        if self.wants_position_ids {
+            inputs.push((
+                "position_ids",
+                TensorRef::from_array_view(&batch.positions).map_err(ort_err)?,
+            ));
         }
         let options = RunOptions::new().map_err(ort_err)?;
         let finished = AtomicBool::new(false);
@@ -208,7 +230,9 @@ impl EmbeddingModel {
                 Err(_) if terminated.load(Ordering::Acquire) => return Err(EngineError::cancelled()),
                 Err(e) => return Err(ort_err(e)),
             };
-            let hidden_states = outputs[0].try_extract_array::<f32>().map_err(ort_err)?;
+            let hidden_states = outputs[self.hidden_output]
+                .try_extract_array::<f32>()
+                .map_err(ort_err)?;
             let shape = hidden_states.shape().to_vec();
             if shape.len() != 3 || shape[0] != rows || shape[1] != width {
                 return Err(EngineError::inference(format!(
