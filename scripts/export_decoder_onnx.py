@@ -18,7 +18,7 @@ rotate-half as transformers does. Causal attention with the padding mask;
 position ids come from the caller (cumsum of the mask - 1, as transformers
 makes them), so left and right padding both work.
 
-Usage: export_decoder_onnx.py MODEL.gguf OUT_DIR [--max-tokens 512]
+Usage: export_decoder_onnx.py MODEL.gguf OUT_DIR [--max-tokens 512] [--append-eos]
 """
 import argparse
 import json
@@ -70,7 +70,29 @@ def unpermute(w, n_head):
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def tokenizer_json(g):
+def post_processor(g, tokens, append_eos):
+    """BOS / EOS added around each text when the GGUF says so (or EOS when
+    asked: Qwen3-Embedding and Promptriever pool the appended EOS token)."""
+    add_bos = bool(g.field("tokenizer.ggml.add_bos_token", False))
+    add_eos = append_eos or bool(g.field("tokenizer.ggml.add_eos_token", False))
+    if not (add_bos or add_eos):
+        return None
+    single, specials = [{"Sequence": {"id": "A", "type_id": 0}}], {}
+    for flag, key, front in ((add_bos, "bos", True), (add_eos, "eos", False)):
+        if not flag:
+            continue
+        token_id = g.field(f"tokenizer.ggml.{key}_token_id")
+        if token_id is None:
+            sys.exit(f"the GGUF has no tokenizer.ggml.{key}_token_id to add")
+        token = tokens[token_id]
+        item = {"SpecialToken": {"id": token, "type_id": 0}}
+        single = [item] + single if front else single + [item]
+        specials[token] = {"id": token, "ids": [int(token_id)], "tokens": [token]}
+    return {"type": "TemplateProcessing", "single": single, "pair": single + [{"Sequence": {"id": "B", "type_id": 0}}],
+            "special_tokens": specials}
+
+
+def tokenizer_json(g, append_eos=False):
     """An HF tokenizers file from the GGUF's BPE vocabulary (gpt2 model)."""
     if g.field("tokenizer.ggml.model") != "gpt2":
         sys.exit(f"tokenizer model {g.field('tokenizer.ggml.model')!r}: only BPE (gpt2) vocabularies are exported")
@@ -100,7 +122,8 @@ def tokenizer_json(g):
              for i, t in enumerate(tokens) if types[i] in (3, 4)]
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": None,
+        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor(g, tokens, append_eos),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
@@ -262,6 +285,8 @@ def main():
     ap.add_argument("gguf")
     ap.add_argument("out")
     ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--append-eos", action="store_true",
+                    help="append the EOS token to every text (embedders trained that way: Qwen3-Embedding, Promptriever)")
     args = ap.parse_args()
     gg = Gguf(args.gguf)
     model, config, max_tokens = build(gg, args.max_tokens)
@@ -275,7 +300,7 @@ def main():
     else:
         onnx.save_model(model, path)
     with open(os.path.join(args.out, "tokenizer.json"), "w") as f:
-        json.dump(tokenizer_json(gg), f, ensure_ascii=False)
+        json.dump(tokenizer_json(gg, args.append_eos), f, ensure_ascii=False)
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
     with open(os.path.join(args.out, "modules.json"), "w") as f:

