@@ -139,6 +139,12 @@ PY
     --llama-python "$LLM_VENV/bin/python" 2>&1 | grep -v '^llama_\|^load\|^print_info'
   mv "$SMOLLM_DIR.tmp" "$SMOLLM_DIR"
 fi
+if [ ! -f "$SMOLLM_INT8_DIR/model.onnx" ]; then
+  # int8 MatMul weights (ONNX Runtime dynamic quantisation); refused below mean cosine 0.99.
+  rm -rf "$SMOLLM_INT8_DIR.tmp"
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/quantize_int8.py" "$SMOLLM_DIR" "$SMOLLM_INT8_DIR.tmp" 2>&1 | grep -v '^WARNING:root'
+  mv "$SMOLLM_INT8_DIR.tmp" "$SMOLLM_INT8_DIR"
+fi
 echo "ok"
 
 step "Server settings ($SERVER_CONF)"

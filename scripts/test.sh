@@ -85,7 +85,7 @@ step "Worker mode: corpora sharded with PL/Proxy over 2 and 4 local servers (Sci
   --data "$PROJECT_ROOT/../shared/data"
 
 step "Worker mode: a decoder embedder (SmolLM2-135M from its GGUF, exported at set-up): registration, parity with ONNX Runtime, search"
-"$VENV/bin/python" tests/python/test_decoder.py --port "$TEST_PORT" --model-dir "$SMOLLM_DIR" \
+"$VENV/bin/python" tests/python/test_decoder.py --port "$TEST_PORT" --model-dir "$SMOLLM_DIR" --int8-dir "$SMOLLM_INT8_DIR" \
   --data "$PROJECT_ROOT/../shared/data"
 
 step "LLM endpoints: the real local model (Gemma 3 270M via llama-cpp-python) and a fault-injecting endpoint"

