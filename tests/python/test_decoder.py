@@ -9,6 +9,8 @@ inf_register_model, InF-Embed's query side "{query} {instruction}".
   max_tokens (128 here), embedded through SQL in batches (inf_embed_many,
   inf_embed_query_many) against Python ONNX Runtime on the same graph, each
   text alone (a padded batch gives each text the vector it gets alone).
+- Half precision: the same graph with an fp16 or bf16 output gives the same
+  vectors (cosine >= 0.9999).
 - int8: the folder's int8 copy agrees with float32 (mean cosine >= 0.99).
 - EOS: a tokenizer.json whose post-processor appends EOS (Qwen3-Embedding's
   way) makes inf_ir pool the EOS state, kept when a text is cut.
@@ -151,6 +153,38 @@ def main():
         check(np.mean(cos) >= 0.99, f"int8 (MatMul weights; down, value and output projections float) vs float32 through SQL, "
                                     f"{len(cos)} passages: min cosine {min(cos):.4f}, mean {np.mean(cos):.4f}")
         conn.execute("SELECT inf_unregister_model('smollm2_int8')")
+
+    # Half-precision outputs (graphs exported in fp16 or bf16 hand out their
+    # token states so): widened to float32, vectors as the float32 graph's.
+    import onnx
+    from onnx import TensorProto, helper
+    base = onnx.load(os.path.join(args.model_dir, "model.onnx"))
+    for label, dtype in (("fp16", TensorProto.FLOAT16), ("bf16", TensorProto.BFLOAT16)):
+        half_dir = tempfile.mkdtemp(prefix=f"inf_ir_decoder_{label}_")
+        for name in os.listdir(args.model_dir):
+            if name != "model.onnx":
+                os.symlink(os.path.join(os.path.abspath(args.model_dir), name), os.path.join(half_dir, name))
+        model = onnx.ModelProto()
+        model.CopyFrom(base)
+        out = model.graph.output[0]
+        for node in model.graph.node:
+            if "last_hidden_state" in node.output:
+                node.output[list(node.output).index("last_hidden_state")] = "float_states"
+        model.graph.node.append(helper.make_node("Cast", ["float_states"], ["last_hidden_state"], to=dtype))
+        out.type.tensor_type.elem_type = dtype
+        onnx.save(model, os.path.join(half_dir, "model.onnx"))
+        os.chmod(half_dir, 0o755)
+        name = f"smollm2_{label}"
+        conn.execute("SELECT inf_register_model(%s, %s, max_tokens => %s)", (name, half_dir, MAX_TOKENS))
+        got = [np.asarray(e, np.float64) for (e,) in conn.execute(
+            "SELECT embedding FROM inf_embed_many(%s, %s) ORDER BY ord", (passages[:20], name)).fetchall()]
+        want = [ref.embed(p)[0] for p in passages[:20]]
+        cos = [float(g @ w) for g, w in zip(got, want)]
+        check(min(cos) >= 0.9999, f"a graph whose output is {label}: widened to float32, min cosine {min(cos):.7f} "
+                                  f"to the float32 graph")
+        conn.execute("SELECT inf_unregister_model(%s)", (name,))
+        shutil.rmtree(half_dir)
+    del base
 
     # EOS appended when the folder's tokenizer says so (a TemplateProcessing
     # post-processor, as export_decoder_onnx.py --append-eos writes and as

@@ -230,9 +230,7 @@ impl EmbeddingModel {
                 Err(_) if terminated.load(Ordering::Acquire) => return Err(EngineError::cancelled()),
                 Err(e) => return Err(ort_err(e)),
             };
-            let hidden_states = outputs[self.hidden_output]
-                .try_extract_array::<f32>()
-                .map_err(ort_err)?;
+            let hidden_states = float_states(&outputs[self.hidden_output]).map_err(ort_err)?;
             let shape = hidden_states.shape().to_vec();
             if shape.len() != 3 || shape[0] != rows || shape[1] != width {
                 return Err(EngineError::inference(format!(
@@ -247,8 +245,7 @@ impl EmbeddingModel {
                 ))
                 .with_hint("re-register the model so that the registry reads its dimension again"));
             }
-            let flat = hidden_states.as_standard_layout();
-            let flat = flat.as_slice().expect("standard layout");
+            let flat = hidden_states.as_slice().expect("standard layout");
             let mut vectors = Vec::with_capacity(rows);
             for (r, t) in texts.iter().enumerate() {
                 let mut v = vec![0.0f32; hidden];
@@ -315,5 +312,24 @@ impl EmbeddingModel {
             }
         }
         Ok(result)
+    }
+}
+
+/// An output's token states as f32 in standard layout: float32 as it is
+/// (no copy when already contiguous), float16 and bfloat16 widened (graphs
+/// exported in half precision hand out half-precision states).
+fn float_states(output: &ort::value::DynValue) -> Result<ndarray::CowArray<'_, f32, ndarray::IxDyn>, ort::Error> {
+    match output.try_extract_array::<f32>() {
+        Ok(view) if view.is_standard_layout() => Ok(view.into()),
+        Ok(view) => Ok(view.as_standard_layout().into_owned().into()),
+        Err(f32_error) => {
+            if let Ok(view) = output.try_extract_array::<half::f16>() {
+                return Ok(view.mapv(f32::from).into());
+            }
+            if let Ok(view) = output.try_extract_array::<half::bf16>() {
+                return Ok(view.mapv(f32::from).into());
+            }
+            Err(f32_error)
+        }
     }
 }
