@@ -43,8 +43,19 @@ pub fn cached(keys: &[JudgmentKey]) -> HashMap<usize, f64> {
     .unwrap_or_else(|e| pgrx::error!("inf_ir: reading inf_ir.rerank_judgments: {e}"))
 }
 
+/// Whether this transaction may write: a read-only one (a hot standby,
+/// `SET TRANSACTION READ ONLY`) re-ranks without storing or logging.
+pub fn writable() -> bool {
+    // SAFETY: a backend-local flag, read on the backend's own thread.
+    !unsafe { pgrx::pg_sys::XactReadOnly }
+}
+
 /// Store new judgments: (key, relevance, prompt tokens, completion tokens).
+/// Nothing in a read-only transaction.
 pub fn store(judged: &[(&JudgmentKey, f64, u64, u64)]) {
+    if !writable() {
+        return;
+    }
     for (key, relevance, prompt_tokens, completion_tokens) in judged {
         Spi::run_with_args(
             "INSERT INTO inf_ir.rerank_judgments (model, mode, prompt_version, instruction_hash, query_hash,

@@ -43,8 +43,12 @@ impl Usage {
 
     /// One row in inf_ir.rerank_calls. `fell_back`: the failure that made
     /// the call return the bi-encoder's order (a call that raised an ERROR
-    /// leaves no row: its transaction is rolled back).
+    /// leaves no row: its transaction is rolled back). Nothing is logged in
+    /// a read-only transaction.
     pub fn log(&self, row: &EndpointRow, fell_back: Option<&str>) {
+        if !super::judgments::writable() {
+            return;
+        }
         let cost = crate::engine::llm::stages::cost(
             self.prompt_tokens,
             self.completion_tokens,

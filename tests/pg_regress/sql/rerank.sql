@@ -50,6 +50,13 @@ RESET inf_ir.rerank_on_failure;
 SELECT endpoint, model, mode, candidates, cached, judged, requests, prompt_tokens, cost, fell_back IS NOT NULL AS fell_back
 FROM inf_ir.rerank_calls;
 SELECT endpoint, calls, candidates, cache_hit_rate, fell_back FROM inf_ir.rerank_usage;
+-- A read-only transaction (a standby, say) re-ranks without writing the cache or the log.
+BEGIN READ ONLY;
+SET LOCAL inf_ir.rerank_on_failure = retriever;
+SET LOCAL client_min_messages = error;
+SELECT count(*) AS rows FROM inf_search(NULL, 'how long do cats sleep', rerank => 'rr', k => 2, corpus => 'rr_pets');
+COMMIT;
+SELECT count(*) AS calls FROM inf_ir.rerank_calls;
 SELECT inf_drop_corpus('rr_pets');
 
 -- Other roles may not call it unless granted; the cache shows each role its own rows.
