@@ -40,6 +40,7 @@ def main():
     bars = right.barh(labels, values, color="#3a7ebf")
     right.bar_label(bars, labels=[f"{v:,.0f} ms" if v >= 10 else f"{v:.1f} ms" for v in values], fontsize=8)
     right.set_xscale("log")
+    right.set_xlim(right=max(values) * 6)  # room for the longest label
     right.invert_yaxis()
     right.set_title(f"p50 of inf_search with {latency['depth']} candidates re-ranked", fontsize=9)
     right.set_xlabel("ms (log scale)")

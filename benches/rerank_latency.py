@@ -94,7 +94,7 @@ def main():
     print(f"the same again, from the cache: p50 {result['cached']} ms, {result['cached_ratio']}x plain, "
           f"{result['cached_requests']} requests", flush=True)
     usage = conn.execute("SELECT calls, cache_hit_rate, requests FROM inf_ir.rerank_usage WHERE endpoint = 'fault'").fetchone()
-    result["usage"] = {"calls": usage[0], "cache_hit_rate": float(usage[1]), "requests": usage[2]}
+    result["usage"] = {"calls": int(usage[0]), "cache_hit_rate": float(usage[1]), "requests": int(usage[2])}
     print(f"inf_ir.rerank_usage: {result['usage']}", flush=True)
     fault.close()
 
@@ -108,6 +108,8 @@ def main():
     if args.local_url:
         conn.execute("SELECT inf_set_endpoint('local-qwen', %s, 'qwen2.5-1.5b', max_concurrency => 1, "
                      "timeout_ms => 600000)", (args.local_url,))
+        conn.execute("DELETE FROM inf_ir.rerank_judgments")  # a run before this one must not answer from the cache
+        conn.execute("DELETE FROM inf_ir.rerank_calls WHERE endpoint = 'local-qwen'")
         local = []
         for instruction, query in work[: args.local_queries]:
             ms, rows = timed(conn, reranked, (instruction, query, "local-qwen", DEPTH, "logprobs"))
@@ -118,7 +120,7 @@ def main():
         result["local_queries"] = len(local)
         tokens = conn.execute("SELECT sum(prompt_tokens), sum(completion_tokens), sum(judged) FROM inf_ir.rerank_calls "
                               "WHERE endpoint = 'local-qwen'").fetchone()
-        result["local_tokens_per_judgment"] = round((tokens[0] + tokens[1]) / tokens[2], 1)
+        result["local_tokens_per_judgment"] = round(float(tokens[0] + tokens[1]) / float(tokens[2]), 1)
         print(f"local Qwen2.5-1.5B (CPU): p50 {result['local'] / 1000:.1f} s for {DEPTH} judgments, "
               f"{result['local_tokens_per_judgment']} tokens per judgment", flush=True)
         conn.execute("SELECT inf_drop_endpoint('local-qwen')")
