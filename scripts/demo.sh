@@ -46,7 +46,7 @@ FROM inf_search('about recommended dosage, not fractures', 'does vitamin d preve
 SELECT mode, state, host_pid, models, requests, batches, round(tokens_per_second) AS tokens_per_second
 FROM inf_ir.worker_status;
 SQL
-step "LLM re-ranking: the same query and instructions, the top 10 judged by the local Qwen2.5-1.5B (about 2 minutes)"
+step "LLM re-ranking: the same query and instructions, the top 10 judged by the local Qwen2.5-1.5B (about a minute)"
 if [ -f "$QWEN_MODEL_FILE" ]; then
   QWEN_PORT=${INF_IR_DEMO_QWEN_PORT:-8432}
   start_llm_server "$QWEN_PORT" qwen
