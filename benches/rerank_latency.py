@@ -4,7 +4,7 @@
 finds nothing cached):
 
 - plain:   inf_search(instruction, query, 10, corpus)
-- fault:   inf_search(..., rerank => 'fault', rerank_depth => 20), every
+- fault:   inf_search_reranked(..., 'fault', rerank_depth => 20), every
            judgment answered by a fault endpoint after 200 ms (max_concurrency
            20: one round of parallel requests, not 20 in a row)
 - cached:  the same calls again, every judgment from inf_ir.rerank_judgments
@@ -64,7 +64,7 @@ def main():
     result = {"passages": count, "queries": len(work), "depth": DEPTH, "fault_delay_ms": DELAY * 1000}
 
     plain = "SELECT passage_id FROM inf_search(%s, %s, 10, 'dl19')"
-    reranked = ("SELECT passage_id, relevance FROM inf_search(%s, %s, rerank => %s, k => 10, corpus => 'dl19', "
+    reranked = ("SELECT passage_id, relevance FROM inf_search_reranked(%s, %s, %s, k => 10, corpus => 'dl19', "
                 "rerank_depth => %s, rerank_mode => %s)")
     for instruction, query in work[:5]:  # warm-up: model, plans, caches
         conn.execute(plain, (instruction, query)).fetchall()

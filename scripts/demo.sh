@@ -56,15 +56,13 @@ SELECT inf_set_endpoint('qwen', 'http://127.0.0.1:$QWEN_PORT/v1', 'qwen2.5-1.5b'
                         timeout_ms => 600000);
 \echo 'query: does vitamin d prevent fractures   (no instruction), re-ranked'
 SELECT rank, round(relevance::numeric, 3) AS relevance, round(score::numeric, 4) AS score, left(body, 80) AS passage
-FROM inf_search(NULL, 'does vitamin d prevent fractures', rerank => 'qwen', k => 3, rerank_depth => 10);
+FROM inf_search_reranked(NULL, 'does vitamin d prevent fractures', 'qwen', k => 3, rerank_depth => 10);
 \echo 'same query, instruction: only meta-analyses that pool many trials, re-ranked'
 SELECT rank, round(relevance::numeric, 3) AS relevance, round(score::numeric, 4) AS score, left(body, 80) AS passage
-FROM inf_search('only meta-analyses that pool many trials', 'does vitamin d prevent fractures',
-                rerank => 'qwen', k => 3, rerank_depth => 10);
+FROM inf_search_reranked('only meta-analyses that pool many trials', 'does vitamin d prevent fractures', 'qwen', k => 3, rerank_depth => 10);
 \echo 'same query, instruction: about recommended dosage, not fractures, re-ranked'
 SELECT rank, round(relevance::numeric, 3) AS relevance, round(score::numeric, 4) AS score, left(body, 80) AS passage
-FROM inf_search('about recommended dosage, not fractures', 'does vitamin d prevent fractures',
-                rerank => 'qwen', k => 3, rerank_depth => 10);
+FROM inf_search_reranked('about recommended dosage, not fractures', 'does vitamin d prevent fractures', 'qwen', k => 3, rerank_depth => 10);
 \echo 'what the re-ranking cost (inf_ir.rerank_usage; a repeated search is answered from the cache):'
 SELECT endpoint, mode, calls, candidates, cache_hit_rate, requests, prompt_tokens, completion_tokens, p50_ms
 FROM inf_ir.rerank_usage;

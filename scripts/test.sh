@@ -93,7 +93,7 @@ LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}
 start_llm_server "$LLM_PORT"
 "$VENV/bin/python" tests/python/test_llm.py --port "$TEST_PORT" --llm-url "http://127.0.0.1:$LLM_PORT/v1" \
   --server-log "$TEST_CLUSTER/server.log" --key-dir "$INF_IR_HOME"
-step "LLM re-ranking: inf_rerank_llm and inf_search(..., rerank =>) against a fault-injecting endpoint (logprobs, graded, listwise, cache, failures, cancel) and the real local models"
+step "LLM re-ranking: inf_rerank_llm and inf_search_reranked against a fault-injecting endpoint (logprobs, graded, listwise, cache, failures, cancel) and the real local models"
 qwen_args=()
 if [ -f "$QWEN_MODEL_FILE" ]; then
   QWEN_PORT=${INF_IR_TEST_QWEN_PORT:-8435}

@@ -67,7 +67,7 @@ CREATE POLICY own_judgments ON inf_ir.rerank_judgments
 GRANT SELECT, INSERT, UPDATE, DELETE ON inf_ir.rerank_judgments TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('inf_ir.rerank_judgments', '');
 
--- One row per re-ranking call (inf_rerank_llm, inf_search with rerank =>):
+-- One row per re-ranking call (inf_rerank_llm, inf_search_reranked):
 -- what it cost and how much the cache saved. Per role, as the cache. A call
 -- that ended in an ERROR leaves no row (its transaction is rolled back).
 CREATE TABLE inf_ir.rerank_calls (

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""inf_rerank_llm and inf_search(..., rerank =>) end to end: against a
+"""inf_rerank_llm and inf_search_reranked end to end: against a
 fault-injecting endpoint (logprob judgments, graded replies, listwise
 windows, the cache and the call log, parallel requests, every failure kind
 under both settings of inf_ir.rerank_on_failure, cancel), and against the
@@ -119,16 +119,16 @@ def main():
     cached = conn.execute("SELECT count(*), count(DISTINCT passage_hash), min(mode) FROM inf_ir.rerank_judgments").fetchone()
     check(cached == (len(PASSAGES), len(PASSAGES), "logprobs"),
           f"inf_ir.rerank_judgments holds one row per passage (hashes, no text): {cached}")
-    # inf_search with rerank =>: the same order and relevance as inf_rerank_llm
+    # inf_search_reranked: the same order and relevance as inf_rerank_llm
     # over inf_search's top candidates, from the cache; the call log says so.
     conn.execute("DELETE FROM inf_ir.rerank_calls")
-    searched = conn.execute("SELECT external_id, score, relevance, rank FROM inf_search(%s, %s, rerank => 'faults', "
+    searched = conn.execute("SELECT external_id, score, relevance, rank FROM inf_search_reranked(%s, %s, 'faults', "
                             "k => 4, corpus => 'rr', rerank_depth => 10)", (INSTRUCTION, QUERY)).fetchall()
     calls = conn.execute("SELECT mode, candidates, cached, judged, requests FROM inf_ir.rerank_calls").fetchall()
     same = (len(searched) == 4 and all(a[0] == b[0] and a[2] == b[2] and a[3] == b[3] and abs(a[1] - b[1]) < 1e-5
                                        for a, b in zip(searched, rows)))
     check(same and calls == [("logprobs", len(PASSAGES), len(PASSAGES), 0, 0)],
-          f"inf_search(..., rerank => 'faults', k => 4): {[r[0] for r in searched]}, as inf_rerank_llm; "
+          f"inf_search_reranked(..., 'faults', k => 4): {[r[0] for r in searched]}, as inf_rerank_llm; "
           f"logged as (mode, candidates, cached, judged, requests) {calls}")
     server.close()
 

@@ -1,5 +1,5 @@
 //! LLM re-ranking from SQL: `inf_rerank_llm` (`rerank_llm`) and inf_search's
-//! `rerank =>` overload (`search_reranked`) both go through `reranking`,
+//! `inf_search_reranked` (`search_reranked`) both go through `reranking`,
 //! which judges candidates pointwise (`judge`, cached per role in
 //! `judgments`) or listwise (`listwise_run`) in the `mode` asked, falls
 //! back as inf_ir.rerank_on_failure says and logs each call's cost

@@ -1,7 +1,9 @@
-//! `inf_search(instruction, query, rerank => 'endpoint', ...)`: the
-//! bi-encoder's best `rerank_depth` passages judged by an LLM, the best `k`
-//! of them returned. An overload of inf_search with `rerank` as its third
-//! parameter and no default, so a call without `rerank` is the plain search.
+//! `inf_search_reranked(instruction, query, endpoint, ...)`: inf_search's
+//! best `rerank_depth` passages judged by an LLM, the best `k` of them
+//! returned. A function of its own, not an inf_search overload: with one,
+//! a call whose third argument has no type yet (`NULL`, `'5'`, or a bind
+//! parameter from a driver that sends none, as node-postgres does) would
+//! be ambiguous or taken for an endpoint name.
 
 use super::mode::Mode;
 use super::reranking;
@@ -9,15 +11,15 @@ use crate::pg::corpus::search::{check_count, check_k, judged_texts, search_text,
 use pgrx::prelude::*;
 
 /// Search as inf_search does, then re-rank the top `rerank_depth` (at
-/// least k) with the LLM behind endpoint `rerank` (see inf_rerank_llm for
-/// the modes, the cache and inf_ir.rerank_on_failure). A NULL `rerank` is
+/// least k) with the LLM behind `endpoint` (see inf_rerank_llm for the
+/// modes, the cache and inf_ir.rerank_on_failure). A NULL `endpoint` is
 /// the plain search, with relevance NULL.
-#[pg_extern(name = "inf_search", volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
 fn inf_search_reranked(
     instruction: Option<&str>,
     query: Option<&str>,
-    rerank: Option<&str>,
+    endpoint: Option<&str>,
     k: default!(Option<i32>, 10),
     corpus: default!(Option<&str>, "'default'"),
     filter: default!(Option<pgrx::JsonB>, "NULL"),
@@ -36,7 +38,7 @@ fn inf_search_reranked(
 > {
     let k_rows = check_k(k);
     let mode = Mode::parse(rerank_mode);
-    let Some(endpoint) = rerank else {
+    let Some(endpoint) = endpoint else {
         let rows = search_text(instruction, query, k, corpus, filter);
         return TableIterator::new(
             rows.into_iter()
@@ -77,7 +79,7 @@ fn inf_search_reranked(
 }
 
 pgrx::extension_sql!(
-    "REVOKE EXECUTE ON FUNCTION @extschema@.inf_search(text, text, text, integer, text, jsonb, integer, text) FROM PUBLIC;",
+    "REVOKE EXECUTE ON FUNCTION @extschema@.inf_search_reranked(text, text, text, integer, text, jsonb, integer, text) FROM PUBLIC;",
     name = "search_reranked_privileges",
     requires = [inf_search_reranked]
 );

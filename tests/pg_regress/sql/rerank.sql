@@ -1,4 +1,4 @@
--- LLM re-ranking (inf_rerank_llm, inf_search with rerank =>): its prompts,
+-- LLM re-ranking (inf_rerank_llm, inf_search_reranked): its prompts,
 -- who may call it, the cache's and the call log's row security, the errors
 -- it gives before anything is sent, and the fall-back when the endpoint
 -- cannot be reached.
@@ -23,7 +23,7 @@ SELECT count(*) AS rows FROM inf_rerank_llm('i', 'q', ARRAY[]::bigint[], 'rr');
 SELECT count(*) AS rows FROM inf_rerank_llm('i', 'q', ARRAY[-1]::bigint[], 'rr');
 SELECT count(*) AS rows FROM inf_rerank_llm('i', 'q', ARRAY[-1]::bigint[], 'rr', mode => 'listwise');
 
--- inf_search with rerank =>: a corpus to search.
+-- inf_search_reranked: a corpus to search.
 SELECT inf_create_corpus('rr_pets') > 0 AS created;
 INSERT INTO inf_ir.passages(corpus_id, external_id, body)
 SELECT corpus_id, x.id, x.body
@@ -33,18 +33,18 @@ FROM inf_ir.corpora, (VALUES
   ('d3', 'Kittens sleep even longer than adult cats.')) AS x(id, body)
 WHERE name = 'rr_pets';
 CALL inf_embed_corpus('rr_pets');
--- rerank => NULL is the plain search (relevance NULL), rank for rank.
+-- A NULL endpoint is the plain search (relevance NULL), rank for rank.
 SELECT r.rank, r.external_id, r.relevance, r.score = s.score AS same_score
-FROM inf_search(NULL, 'how long do cats sleep', rerank => NULL, corpus => 'rr_pets') r
+FROM inf_search_reranked(NULL, 'how long do cats sleep', NULL, corpus => 'rr_pets') r
 JOIN inf_search(NULL, 'how long do cats sleep', 10, 'rr_pets') s USING (rank, external_id);
-SELECT * FROM inf_search(NULL, 'cats', rerank => 'rr', corpus => 'rr_pets', rerank_mode => 'pairwise');
-SELECT * FROM inf_search(NULL, 'cats', rerank => 'rr', corpus => 'rr_pets', rerank_depth => 0);
+SELECT * FROM inf_search_reranked(NULL, 'cats', 'rr', corpus => 'rr_pets', rerank_mode => 'pairwise');
+SELECT * FROM inf_search_reranked(NULL, 'cats', 'rr', corpus => 'rr_pets', rerank_depth => 0);
 -- The endpoint cannot be reached (port 9): an ERROR by default, nothing partial ...
-SELECT count(*) FROM inf_search(NULL, 'cats', rerank => 'rr', corpus => 'rr_pets');
+SELECT count(*) FROM inf_search_reranked(NULL, 'cats', 'rr', corpus => 'rr_pets');
 -- ... or the bi-encoder's order with a WARNING; the call is logged with why.
 SET inf_ir.rerank_on_failure = retriever;
 SET client_min_messages = error;
-SELECT rank, external_id, relevance FROM inf_search(NULL, 'how long do cats sleep', rerank => 'rr', k => 2, corpus => 'rr_pets');
+SELECT rank, external_id, relevance FROM inf_search_reranked(NULL, 'how long do cats sleep', 'rr', k => 2, corpus => 'rr_pets');
 SET client_min_messages = warning;
 RESET inf_ir.rerank_on_failure;
 SELECT endpoint, model, mode, candidates, cached, judged, requests, prompt_tokens, cost, fell_back IS NOT NULL AS fell_back
@@ -54,7 +54,7 @@ SELECT endpoint, calls, candidates, cache_hit_rate, fell_back FROM inf_ir.rerank
 BEGIN READ ONLY;
 SET LOCAL inf_ir.rerank_on_failure = retriever;
 SET LOCAL client_min_messages = error;
-SELECT count(*) AS rows FROM inf_search(NULL, 'how long do cats sleep', rerank => 'rr', k => 2, corpus => 'rr_pets');
+SELECT count(*) AS rows FROM inf_search_reranked(NULL, 'how long do cats sleep', 'rr', k => 2, corpus => 'rr_pets');
 COMMIT;
 SELECT count(*) AS calls FROM inf_ir.rerank_calls;
 SELECT inf_drop_corpus('rr_pets');
@@ -63,7 +63,7 @@ SELECT inf_drop_corpus('rr_pets');
 CREATE ROLE inf_ir_rerank_user LOGIN;
 SET ROLE inf_ir_rerank_user;
 SELECT * FROM inf_rerank_llm('i', 'q', ARRAY[1]::bigint[], 'rr');
-SELECT * FROM inf_search('i', 'q', rerank => 'rr');
+SELECT * FROM inf_search_reranked('i', 'q', 'rr');
 SELECT count(*) AS calls_seen FROM inf_ir.rerank_calls;
 INSERT INTO inf_ir.rerank_judgments (role, model, mode, prompt_version, instruction_hash, query_hash, passage_hash, relevance)
 VALUES ('postgres', 'm', 'logprobs', 1, 'a', 'b', 'c', 1.0);

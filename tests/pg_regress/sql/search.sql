@@ -234,6 +234,8 @@ SELECT inf_drop_corpus('kept');
 SELECT * FROM inf_search(NULL, 'q', 0, 'pets');
 SELECT * FROM inf_search(NULL, 'q', 1000000, 'pets');
 SELECT * FROM inf_search(NULL, 'q', NULL, 'pets');
+-- An untyped third argument (a driver's bind parameter, a quoted number) is k.
+SELECT count(*) AS rows FROM inf_search(NULL, 'how long do cats sleep', '2', 'pets');
 SELECT * FROM inf_search(NULL, NULL, 5, 'pets');
 SELECT * FROM inf_search(NULL, 'q', 5, 'nope');
 SELECT * FROM inf_search_vector(ARRAY[1, 2, 3]::real[], 5, 'pets');
