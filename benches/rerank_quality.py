@@ -30,12 +30,13 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import re
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+from eval_retrieval import ndcg_at, psql, read_qrels  # noqa: E402  (the tests' trec_eval definitions)
 
 STOP = set("""about above after again against among another because before being below between
 both could does doing during each either every further having itself might other others
@@ -45,37 +46,12 @@ also many much more most some such than that then this with from into only same 
 include includes including called known used using usually often however therefore""".split())
 
 
-def psql(args, script):
-    r = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(args.port), "-U", "postgres", "-d", args.db,
-                        "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"psql failed: {r.stderr[-2000:]}")
-    return r.stdout
-
-
 def lit(text):
     return "'" + text.replace("'", "''") + "'"
 
 
 def words(text):
     return set(re.findall(r"[a-z]+", text.lower()))
-
-
-def read_qrels(path):
-    qrels = {}
-    with open(path) as f:
-        for row in csv.reader(f, delimiter="\t"):
-            if row[0] in ("query-id", "qid"):
-                continue
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    return qrels
-
-
-def ndcg_at(ranked, rels, k=10):
-    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
-    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
 
 
 def p_mrr_document(rank_og, rank_new):

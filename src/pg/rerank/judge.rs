@@ -148,22 +148,13 @@ fn judge_mode(
         settings.policy.max_attempts = n;
     }
     runner::run(row.transport(), jobs, settings, check, &PgInterrupt, |key, outcome| {
+        usage.count(&outcome);
         match outcome {
-            Outcome::Done { reply, attempts } => {
-                usage.requests += attempts as u64;
-                usage.add_tokens(reply.prompt_tokens, reply.completion_tokens);
+            Outcome::Done { reply, .. } => {
                 let r = reply.value["relevance"].as_f64().unwrap_or(0.0);
                 fresh.push((key, r, reply.prompt_tokens, reply.completion_tokens));
             }
-            Outcome::Failed {
-                reason,
-                attempts,
-                prompt_tokens,
-                completion_tokens,
-                ..
-            } => {
-                usage.requests += attempts as u64;
-                usage.add_tokens(prompt_tokens, completion_tokens);
+            Outcome::Failed { reason, attempts, .. } => {
                 failed.push(format!("{reason} (after {attempts} attempt(s))"));
             }
         }

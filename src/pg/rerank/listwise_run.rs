@@ -58,10 +58,9 @@ pub fn judge(
             check,
             &PgInterrupt,
             |_, outcome| {
+                usage.count(&outcome);
                 match outcome {
-                    Outcome::Done { reply, attempts } => {
-                        usage.requests += attempts as u64;
-                        usage.add_tokens(reply.prompt_tokens, reply.completion_tokens);
+                    Outcome::Done { reply, .. } => {
                         ranking = Some(
                             reply.value["ranking"]
                                 .as_array()
@@ -69,15 +68,7 @@ pub fn judge(
                                 .unwrap_or_default(),
                         );
                     }
-                    Outcome::Failed {
-                        reason,
-                        attempts,
-                        prompt_tokens,
-                        completion_tokens,
-                        ..
-                    } => {
-                        usage.requests += attempts as u64;
-                        usage.add_tokens(prompt_tokens, completion_tokens);
+                    Outcome::Failed { reason, attempts, .. } => {
                         failure = Some(format!("{reason} (after {attempts} attempt(s))"));
                     }
                 }

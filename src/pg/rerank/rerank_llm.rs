@@ -12,7 +12,7 @@
 //! with a WARNING; never a partial order.
 
 use super::mode::Mode;
-use super::reranking::rerank;
+use super::reranking::{rerank, rows};
 use crate::pg::corpus::search::{check_k, embed_query, passage_texts, score_candidates};
 use crate::pg::errors::raise_with;
 use pgrx::prelude::*;
@@ -65,14 +65,8 @@ fn inf_rerank_llm(
     let instruction = instruction.unwrap_or("");
     let scored = score_candidates(&candidates, |model| embed_query(model, Some(instruction), query));
     let placed = rerank(endpoint, mode, instruction, query, &scored, k);
-    let mut texts = passage_texts(placed.iter().map(|p| p.id).collect());
-    let rows: Vec<_> = placed
-        .into_iter()
-        .filter_map(|p| texts.remove(&p.id).map(|(ext, body)| (p, ext, body)))
-        .enumerate()
-        .map(|(i, (p, ext, body))| (p.id, ext, body, p.score, p.relevance, i as i32 + 1))
-        .collect();
-    TableIterator::new(rows)
+    let texts = passage_texts(placed.iter().map(|p| p.id).collect());
+    TableIterator::new(rows(placed, texts))
 }
 
 pgrx::extension_sql!(

@@ -12,6 +12,7 @@ use crate::pg::errors::raise_with;
 use crate::pg::gucs::{self, RerankOnFailure};
 use crate::pg::llm::endpoints::EndpointRow;
 use pgrx::PgSqlErrorCode;
+use std::collections::HashMap;
 
 /// A candidate in its new place: id, the bi-encoder's score, the LLM's
 /// relevance in [0, 1] (None when the call fell back to the bi-encoder).
@@ -19,6 +20,21 @@ pub struct Placed {
     pub id: i64,
     pub score: f32,
     pub relevance: Option<f64>,
+}
+
+/// A re-ranked result row: passage id, external id, body, the bi-encoder's
+/// score, the LLM's relevance, rank (from 1).
+pub type Row = (i64, String, String, f32, Option<f64>, i32);
+
+/// Result rows for `placed`, in its order, from each passage's external id
+/// and body (passages missing from `texts`, no longer visible, are left out).
+pub fn rows(placed: Vec<Placed>, mut texts: HashMap<i64, (String, String)>) -> Vec<Row> {
+    placed
+        .into_iter()
+        .filter_map(|p| texts.remove(&p.id).map(|(ext, body)| (p, ext, body)))
+        .enumerate()
+        .map(|(i, (p, ext, body))| (p.id, ext, body, p.score, p.relevance, i as i32 + 1))
+        .collect()
 }
 
 /// `scored` re-ranked through `endpoint` (mode None: auto), best `k` first.
@@ -75,7 +91,7 @@ pub fn rerank(
             .collect(),
         Some(k),
     );
-    let by_id: std::collections::HashMap<i64, Option<f64>> = scored.iter().map(|c| c.id).zip(relevance).collect();
+    let by_id: HashMap<i64, Option<f64>> = scored.iter().map(|c| c.id).zip(relevance).collect();
     order
         .into_iter()
         .map(|j| Placed {

@@ -65,17 +65,11 @@ fn inf_search_reranked(
         .collect();
     let query = query.unwrap_or_default();
     let placed = reranking::rerank(endpoint, mode, instruction.unwrap_or(""), query, &scored, k_rows);
-    let mut shown: std::collections::HashMap<i64, (String, String)> = found
+    let shown = found
         .into_iter()
         .map(|(id, ext, body, _, _)| (id, (ext, body)))
         .collect();
-    let rows: Vec<_> = placed
-        .into_iter()
-        .filter_map(|p| shown.remove(&p.id).map(|(ext, body)| (p, ext, body)))
-        .enumerate()
-        .map(|(i, (p, ext, body))| (p.id, ext, body, p.score, p.relevance, i as i32 + 1))
-        .collect();
-    TableIterator::new(rows)
+    TableIterator::new(reranking::rows(placed, shown))
 }
 
 pgrx::extension_sql!(

@@ -3,6 +3,7 @@
 //! as the synthesis stages log theirs in inf_ir.llm_runs.
 
 use super::mode::Mode;
+use crate::engine::llm::runner::Outcome;
 use crate::pg::llm::endpoints::EndpointRow;
 use pgrx::prelude::*;
 use std::time::Instant;
@@ -36,7 +37,18 @@ impl Usage {
         }
     }
 
-    pub fn add_tokens(&mut self, prompt: u64, completion: u64) {
+    /// Count one request's outcome: its attempts and the tokens it used.
+    pub fn count(&mut self, outcome: &Outcome) {
+        let (attempts, prompt, completion) = match outcome {
+            Outcome::Done { reply, attempts } => (*attempts, reply.prompt_tokens, reply.completion_tokens),
+            Outcome::Failed {
+                attempts,
+                prompt_tokens,
+                completion_tokens,
+                ..
+            } => (*attempts, *prompt_tokens, *completion_tokens),
+        };
+        self.requests += attempts as u64;
         self.prompt_tokens += prompt;
         self.completion_tokens += completion;
     }
