@@ -258,6 +258,8 @@ def build(gg, max_tokens):
     out_norm = g.init("norm.weight", gg.weight("output_norm.weight"))
     final = rms_norm(g, x, out_norm, eps)
     g.nodes.append(helper.make_node("Identity", [final], ["last_hidden_state"]))
+    for i, node in enumerate(g.nodes):
+        node.name = f"{node.op_type}_{i}_{node.output[0]}"  # what quantize_int8.py's exclusions go by
     ints = lambda n: helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])  # noqa: E731
     graph = helper.make_graph(
         g.nodes, f"{gg.arch}-embedder",
@@ -297,6 +299,8 @@ def main():
         # Past protobuf's 2 GB: weights in one external file beside the graph.
         onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                         location="model.onnx_data", size_threshold=1024)
+        # onnx writes the data file 0600: the PostgreSQL server's OS user must read it.
+        os.chmod(os.path.join(args.out, "model.onnx_data"), 0o644)
     else:
         onnx.save_model(model, path)
     with open(os.path.join(args.out, "tokenizer.json"), "w") as f:

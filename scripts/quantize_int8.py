@@ -65,18 +65,27 @@ def main():
     ap.add_argument("--min-mean", type=float, default=0.99)
     args = ap.parse_args()
     source = os.path.join(args.folder, "model.onnx")
-    model = onnx.load(source)
+    # The graph without its weights: a 1.5B float32 model is 6 GB, and
+    # loading it here as well as in the quantiser runs 24 GB machines out.
+    model = onnx.load(source, load_external_data=False)
+    unnamed = any(not n.name for n in model.graph.node)
     for i, node in enumerate(model.graph.node):
         node.name = node.name or f"{node.op_type}_{i}_{node.output[0]}"  # exclusions go by node name
     keep = [k for k in args.keep_float.split(",") if k]
     excluded = [n.name for n in model.graph.node
                 if n.op_type == "MatMul" and len(n.input) > 1 and any(k in n.input[1] for k in keep)]
-    tmp = tempfile.mkdtemp(prefix="inf_ir_int8_")
+    large = any(t.external_data for t in model.graph.initializer)
+    # Beside the output, so that its files move without copies.
+    tmp = tempfile.mkdtemp(prefix=".inf_ir_int8_", dir=os.path.dirname(os.path.abspath(args.out)))
+    named = source
     try:
-        named = os.path.join(tmp, "named.onnx")
-        large = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
-        onnx.save_model(model, named, save_as_external_data=large, all_tensors_to_one_file=True,
-                        location="named.onnx_data")
+        if unnamed:
+            # A renamed copy of the graph; one with external weights must sit
+            # beside them (onnx reads no linked weights files).
+            where = args.folder if large else tmp
+            named = os.path.join(where, f".inf_ir_named_{os.getpid()}.onnx")
+            onnx.save_model(model, named)
+        del model
         quantized = os.path.join(tmp, "model.onnx")
         quantize_dynamic(named, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          per_channel=True, nodes_to_exclude=excluded, use_external_data_format=large)
@@ -91,16 +100,20 @@ def main():
             sys.exit(f"mean cosine below {args.min_mean}: not written (keep more MatMuls float with --keep-float)")
         os.makedirs(args.out, exist_ok=True)
         for name in os.listdir(args.folder):
-            if name.startswith("model.onnx"):
+            if name.startswith("model.onnx") or name.startswith(".inf_ir_named_"):
                 continue
             src = os.path.join(args.folder, name)
             (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(args.out, name))
         for name in os.listdir(tmp):
             if name.startswith("model.onnx"):
                 shutil.move(os.path.join(tmp, name), os.path.join(args.out, name))
+                # tempfile and onnx make 0600 files: the server's OS user must read them.
+                os.chmod(os.path.join(args.out, name), 0o644)
         print(f"wrote {args.out}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if named != source and os.path.exists(named):
+            os.remove(named)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ CREATE TABLE inf_ir.models (
     dimension        integer NOT NULL CHECK (dimension > 0),
     max_tokens       integer NOT NULL CHECK (max_tokens > 2),
     pad_token_id     integer NOT NULL DEFAULT 0 CHECK (pad_token_id >= 0),
+    padding_side     text NOT NULL DEFAULT 'right' CHECK (padding_side IN ('right', 'left')),
     fingerprint      text NOT NULL,
     registered_at    timestamptz NOT NULL DEFAULT now()
 );

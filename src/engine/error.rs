@@ -17,6 +17,8 @@ pub enum ErrorKind {
     Cancelled,
     /// The shared inference worker is not running or ended during a call.
     Worker,
+    /// A model would not fit in the memory left (checked before loading).
+    OutOfMemory,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,6 +56,10 @@ impl EngineError {
 
     pub fn worker(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Worker, message)
+    }
+
+    pub fn resources(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::OutOfMemory, message)
     }
 
     pub fn cancelled() -> Self {

@@ -234,6 +234,7 @@ pub fn write_all(stream: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::embed::padded_batch::PaddingSide;
     use crate::engine::Pooling;
 
     fn decode_request(bytes: &[u8]) -> Request {
@@ -262,6 +263,7 @@ mod tests {
                     dimension: 384,
                     max_tokens: 256,
                     pad_token_id: 0,
+                    padding_side: PaddingSide::Left,
                 },
                 folder: "/x".into(),
                 fingerprint: "ab".into(),

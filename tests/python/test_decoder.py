@@ -33,6 +33,7 @@ import psycopg
 from tokenizers import Tokenizer
 
 MAX_TOKENS = 128
+NAME = "smollm2"  # the registered model's name (--name)
 failures = []
 
 
@@ -102,7 +103,12 @@ def main():
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--int8-dir", default=None, help="its int8 copy (scripts/quantize_int8.py)")
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+    ap.add_argument("--name", default="smollm2", help="register the model as NAME")
+    ap.add_argument("--parity-only", action="store_true",
+                    help="registration, parity, padded batch and int8 only (for large models: benches)")
     args = ap.parse_args()
+    global NAME
+    NAME = args.name
     if not os.path.isfile(os.path.join(args.model_dir, "model.onnx")):
         sys.exit(f"{args.model_dir}/model.onnx is missing: run scripts/setup.sh")
     admin = psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", autocommit=True)
@@ -111,15 +117,16 @@ def main():
     conn = psycopg.connect(f"host=127.0.0.1 port={args.port} user=postgres dbname=inf_ir_decoder", autocommit=True)
     conn.execute("SET client_min_messages = warning")
     conn.execute("CREATE EXTENSION inf_ir")
-    row = conn.execute("SELECT pooling, dimension, max_tokens FROM inf_register_model('smollm2', %s, "
+    row = conn.execute(f"SELECT pooling, dimension, max_tokens FROM inf_register_model('{NAME}', %s, "
                        "query_template => '{query} {instruction}', max_tokens => %s)",
                        (os.path.abspath(args.model_dir), MAX_TOKENS)).fetchone()
-    check(row == ("last", 576, MAX_TOKENS), f"registered from the folder: pooling, dimension, max_tokens = {row}")
+    hidden = json.load(open(os.path.join(args.model_dir, "config.json")))["hidden_size"]
+    check(row == ("last", hidden, MAX_TOKENS), f"registered from the folder: pooling, dimension, max_tokens = {row}")
 
     passages, pairs, source = texts_from(args)
     ref = Reference(args.model_dir)
     got = [np.asarray(e, np.float64) for (e,) in conn.execute(
-        "SELECT embedding FROM inf_embed_many(%s, 'smollm2') ORDER BY ord", (passages,)).fetchall()]
+        f"SELECT embedding FROM inf_embed_many(%s, '{NAME}') ORDER BY ord", (passages,)).fetchall()]
     want = [ref.embed(p) for p in passages]
     cos = [float(g @ w) for g, (w, _) in zip(got, want)]
     long = sum(1 for _, n in want if n > MAX_TOKENS)
@@ -128,7 +135,7 @@ def main():
           f"Runtime alone: min cosine {min(cos):.7f}, mean {np.mean(cos):.7f}")
     instructions, queries = [i for i, _ in pairs], [q for _, q in pairs]
     got = [np.asarray(e, np.float64) for (e,) in conn.execute(
-        "SELECT embedding FROM inf_embed_query_many(%s, %s, 'smollm2') ORDER BY ord", (instructions, queries)).fetchall()]
+        f"SELECT embedding FROM inf_embed_query_many(%s, %s, '{NAME}') ORDER BY ord", (instructions, queries)).fetchall()]
     want = [ref.embed(f"{q} {i}", query_chars=len(q)) for i, q in pairs]
     cos = [float(g @ w) for g, (w, _) in zip(got, want)]
     long = sum(1 for _, n in want if n > MAX_TOKENS)
@@ -136,23 +143,27 @@ def main():
           f"{len(pairs)} (instruction, query) pairs as \"{{query}} {{instruction}}\" ({long} past {MAX_TOKENS} tokens, "
           "cut query first): "
           f"min cosine {min(cos):.7f}, mean {np.mean(cos):.7f}")
-    alone = np.asarray(conn.execute("SELECT inf_embed(%s, 'smollm2')", (passages[0],)).fetchone()[0], np.float64)
-    in_batch = np.asarray(conn.execute("SELECT embedding FROM inf_embed_many(%s, 'smollm2') WHERE ord = 1",
+    alone = np.asarray(conn.execute(f"SELECT inf_embed(%s, '{NAME}')", (passages[0],)).fetchone()[0], np.float64)
+    in_batch = np.asarray(conn.execute(f"SELECT embedding FROM inf_embed_many(%s, '{NAME}') WHERE ord = 1",
                                        ([passages[0]] + passages[1:8],)).fetchone()[0], np.float64)
     check(float(alone @ in_batch) >= 0.99999, f"a text alone equals itself in a padded batch: cosine {alone @ in_batch:.7f}")
 
     # The int8 copy, registered as a model of its own: agreement with float32.
     if args.int8_dir:
-        conn.execute("SELECT inf_register_model('smollm2_int8', %s, max_tokens => %s)",
+        conn.execute(f"SELECT inf_register_model('{NAME}_int8', %s, max_tokens => %s)",
                      (os.path.abspath(args.int8_dir), MAX_TOKENS))
         f32 = [np.asarray(e, np.float64) for (e,) in conn.execute(
-            "SELECT embedding FROM inf_embed_many(%s, 'smollm2') ORDER BY ord", (passages,)).fetchall()]
+            f"SELECT embedding FROM inf_embed_many(%s, '{NAME}') ORDER BY ord", (passages,)).fetchall()]
         i8 = [np.asarray(e, np.float64) for (e,) in conn.execute(
-            "SELECT embedding FROM inf_embed_many(%s, 'smollm2_int8') ORDER BY ord", (passages,)).fetchall()]
+            f"SELECT embedding FROM inf_embed_many(%s, '{NAME}_int8') ORDER BY ord", (passages,)).fetchall()]
         cos = [float(a @ b) for a, b in zip(f32, i8)]
         check(np.mean(cos) >= 0.99, f"int8 (MatMul weights; down, value and output projections float) vs float32 through SQL, "
                                     f"{len(cos)} passages: min cosine {min(cos):.4f}, mean {np.mean(cos):.4f}")
-        conn.execute("SELECT inf_unregister_model('smollm2_int8')")
+        conn.execute(f"SELECT inf_unregister_model('{NAME}_int8')")
+
+    if args.parity_only:
+        finish(conn, admin)
+        return
 
     # Half-precision outputs (graphs exported in fp16 or bf16 hand out their
     # token states so): widened to float32, vectors as the float32 graph's.
@@ -203,21 +214,21 @@ def main():
                               "special_tokens": {eos: {"id": eos, "ids": [eos_id], "tokens": [eos]}}}
     json.dump(spec, open(os.path.join(eos_dir, "tokenizer.json"), "w"))
     os.chmod(eos_dir, 0o755)
-    conn.execute("SELECT inf_register_model('smollm2_eos', %s, max_tokens => %s)", (eos_dir, MAX_TOKENS))
+    conn.execute(f"SELECT inf_register_model('{NAME}_eos', %s, max_tokens => %s)", (eos_dir, MAX_TOKENS))
     sample = passages[:20]
     got = [np.asarray(e, np.float64) for (e,) in conn.execute(
-        "SELECT embedding FROM inf_embed_many(%s, 'smollm2_eos') ORDER BY ord", (sample,)).fetchall()]
+        f"SELECT embedding FROM inf_embed_many(%s, '{NAME}_eos') ORDER BY ord", (sample,)).fetchall()]
     want = [ref.embed_ids(ref.tok.encode(p, add_special_tokens=False).ids[:MAX_TOKENS - 1] + [eos_id]) for p in sample]
     cos = [float(g @ w) for g, w in zip(got, want)]
     plain = [float(g @ ref.embed(p)[0]) for g, p in zip(got, sample)]
     check(min(cos) >= 0.9999 and max(plain) < 0.9999,
           f"EOS appended by the tokenizer's post-processor ({eos!r}), kept when cut at {MAX_TOKENS}: min cosine "
           f"{min(cos):.7f} to the reference with EOS (without it at most {max(plain):.4f})")
-    conn.execute("SELECT inf_unregister_model('smollm2_eos')")
+    conn.execute(f"SELECT inf_unregister_model('{NAME}_eos')")
     shutil.rmtree(eos_dir)
 
     # A corpus embedded with the decoder, searched through its index.
-    conn.execute("SELECT inf_create_corpus('dec', 'smollm2')")
+    conn.execute(f"SELECT inf_create_corpus('dec', '{NAME}')")
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO inf_ir.passages (corpus_id, external_id, body) "
                         "SELECT corpus_id, %s, %s FROM inf_ir.corpora WHERE name = 'dec'",
@@ -232,13 +243,17 @@ def main():
     for instruction, query in pairs[:10]:
         found = [r[0] for r in conn.execute("SELECT external_id FROM inf_search(%s, %s, 10, 'dec') ORDER BY rank",
                                             (instruction, query)).fetchall()]
-        q = np.asarray(conn.execute("SELECT inf_embed_query(%s, %s, 'smollm2')", (instruction, query)).fetchone()[0],
+        q = np.asarray(conn.execute(f"SELECT inf_embed_query(%s, %s, '{NAME}')", (instruction, query)).fetchone()[0],
                        np.float32)
         scores = matrix @ q
         exact = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))[:10]]
         same += found == exact
     check(same == 10, f"inf_search over a corpus of {len(ids)} passages embedded with SmolLM2, through its index: "
                       f"top 10 equal to exact numpy search for {same}/10 queries")
+    finish(conn, admin)
+
+
+def finish(conn, admin):
     conn.close()
     admin.execute("DROP DATABASE IF EXISTS inf_ir_decoder WITH (FORCE)")
     if failures:

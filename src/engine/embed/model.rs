@@ -3,7 +3,9 @@
 //! backend today and in a shared worker later.
 
 use super::batching::plan_batches;
-use super::padded_batch::PaddedBatch;
+use super::graph_io::{self, GraphPlan, OutputElement, OutputInfo};
+use super::memory_fit;
+use super::padded_batch::{PaddedBatch, PaddingSide};
 use super::pooling::{l2_normalize, Pooling};
 use super::runtime;
 use super::template::Template;
@@ -29,6 +31,9 @@ pub struct ModelSpec {
     pub dimension: usize,
     pub max_tokens: usize,
     pub pad_token_id: u32,
+    /// Registries written before padding sides were stored read as right.
+    #[serde(default)]
+    pub padding_side: PaddingSide,
 }
 
 /// How the process runs models: library and threads are per process.
@@ -82,12 +87,9 @@ pub struct EmbeddingModel {
     passage_template: Template,
     encoder: TextEncoder,
     session: Mutex<Session>,
-    wants_token_types: bool,
-    /// Decoder graphs take position ids as an input.
-    wants_position_ids: bool,
-    /// Which output holds the token states: `last_hidden_state` by name
-    /// when the graph has it (decoders may export logits or caches too).
-    hidden_output: usize,
+    /// Which inputs the graph takes (decoders: position ids) and which
+    /// output holds the token states.
+    plan: GraphPlan,
 }
 
 /// How often the watcher thread looks at the interrupt flag during a run.
@@ -105,6 +107,11 @@ impl EmbeddingModel {
                     .with_hint("re-run scripts/setup.sh, or re-register the model with inf_register_model()"),
             );
         }
+        memory_fit::check_fits(
+            &spec.onnx_file,
+            memory_fit::weight_bytes(&spec.onnx_file),
+            memory_fit::available_bytes(),
+        )?;
         let build = || -> Result<Session, String> {
             Session::builder(environment)
                 .map_err(|e| e.to_string())?
@@ -115,42 +122,17 @@ impl EmbeddingModel {
                 .commit_from_file(&spec.onnx_file)
                 .map_err(|e| e.to_string())
         };
-        let session = build().map_err(|e| {
-            EngineError::files(format!("ONNX Runtime cannot load {}: {e}", spec.onnx_file.display())).with_hint(
-                "the file may be truncated or not an ONNX model; re-export it with scripts/export_bert_onnx.py --force",
-            )
-        })?;
-        let input_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        for needed in ["input_ids", "attention_mask"] {
-            if !input_names.contains(&needed) {
-                return Err(EngineError::files(format!(
-                    "{} has inputs {input_names:?}; inf_ir needs input_ids and attention_mask",
-                    spec.onnx_file.display()
-                )));
-            }
-        }
-        let wants_token_types = input_names.contains(&"token_type_ids");
-        let wants_position_ids = input_names.contains(&"position_ids");
-        let output_names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-        let hidden_output = ["last_hidden_state", "token_embeddings"]
-            .iter()
-            .find_map(|wanted| output_names.iter().position(|n| n == wanted))
-            .unwrap_or(0);
-        if output_names.is_empty() {
-            return Err(EngineError::files(format!(
-                "{} has no outputs",
-                spec.onnx_file.display()
-            )));
-        }
+        let session = build().map_err(|e| load_error(&spec.onnx_file, e))?;
+        let inputs: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        let outputs: Vec<OutputInfo> = session.outputs().iter().map(output_info).collect();
+        let plan = graph_io::plan(&spec.onnx_file, &inputs, &outputs, spec.dimension, spec.padding_side)?;
         Ok(EmbeddingModel {
             spec,
             query_template,
             passage_template,
             encoder,
             session: Mutex::new(session),
-            wants_token_types,
-            wants_position_ids,
-            hidden_output,
+            plan,
         })
     }
 
@@ -177,7 +159,7 @@ impl EmbeddingModel {
     /// Run one batch and write pooled, normalised vectors into `out`.
     fn run_batch(&self, texts: &[&TokenizedText], interrupt: Option<&dyn Interrupt>) -> EngineResult<Vec<Vec<f32>>> {
         let rows = texts.len();
-        let batch = PaddedBatch::new(texts, self.spec.pad_token_id as i64);
+        let batch = PaddedBatch::new(texts, self.spec.pad_token_id as i64, self.spec.padding_side);
         let width = batch.width();
         let ort_err = |e: ort::Error| EngineError::inference(format!("ONNX Runtime failed: {e}"));
         let mut inputs = vec![
@@ -187,13 +169,13 @@ impl EmbeddingModel {
                 TensorRef::from_array_view(&batch.mask).map_err(ort_err)?,
             ),
         ];
-        if self.wants_token_types {
+        if self.plan.token_types {
             inputs.push((
                 "token_type_ids",
                 TensorRef::from_array_view(&batch.types).map_err(ort_err)?,
             ));
         }
-        if self.wants_position_ids {
+        if self.plan.position_ids {
             inputs.push((
                 "position_ids",
                 TensorRef::from_array_view(&batch.positions).map_err(ort_err)?,
@@ -230,7 +212,7 @@ impl EmbeddingModel {
                 Err(_) if terminated.load(Ordering::Acquire) => return Err(EngineError::cancelled()),
                 Err(e) => return Err(ort_err(e)),
             };
-            let hidden_states = float_states(&outputs[self.hidden_output]).map_err(ort_err)?;
+            let hidden_states = float_states(&outputs[self.plan.hidden_output]).map_err(ort_err)?;
             let shape = hidden_states.shape().to_vec();
             if shape.len() != 3 || shape[0] != rows || shape[1] != width {
                 return Err(EngineError::inference(format!(
@@ -247,10 +229,10 @@ impl EmbeddingModel {
             }
             let flat = hidden_states.as_slice().expect("standard layout");
             let mut vectors = Vec::with_capacity(rows);
-            for (r, t) in texts.iter().enumerate() {
+            for r in 0..rows {
                 let mut v = vec![0.0f32; hidden];
                 let states = &flat[r * width * hidden..(r + 1) * width * hidden];
-                self.spec.pooling.pool(states, hidden, t.len(), &mut v);
+                self.spec.pooling.pool(states, hidden, batch.real_tokens(r), &mut v);
                 l2_normalize(&mut v);
                 vectors.push(v);
             }
@@ -312,6 +294,38 @@ impl EmbeddingModel {
             }
         }
         Ok(result)
+    }
+}
+
+/// ONNX Runtime's load failure, with the likely fix: a graph in float16
+/// whose operators have no CPU kernel in that precision, or a bad file.
+fn load_error(file: &std::path::Path, message: String) -> EngineError {
+    let hint = if message.contains("Could not find an implementation") || message.contains("NOT_IMPLEMENTED") {
+        "ONNX Runtime's CPU provider has no kernel for an operator at this precision (float16 graphs are usually \
+         made for GPUs): register the float32 export of the model, or its int8 copy (scripts/quantize_int8.py)"
+    } else if message.contains("external data") || message.contains("onnx_data") {
+        "the graph's external weights file (model.onnx_data) is missing or unreadable beside it: copy it with the \
+         graph and make it readable by the server's OS user"
+    } else {
+        "the file may be truncated or not an ONNX model; re-export it (scripts/export_bert_onnx.py --force, \
+         scripts/export_decoder_onnx.py, or optimum-cli export onnx --task feature-extraction)"
+    };
+    EngineError::files(format!("ONNX Runtime cannot load {}: {message}", file.display())).with_hint(hint)
+}
+
+fn output_info(outlet: &ort::value::Outlet) -> OutputInfo {
+    use ort::value::TensorElementType as T;
+    let (element, shape) = match outlet.dtype() {
+        ort::value::ValueType::Tensor { ty, shape, .. } => {
+            let float = matches!(ty, T::Float32 | T::Float16 | T::Bfloat16);
+            (if float { OutputElement::Float } else { OutputElement::Other }, shape.to_vec())
+        }
+        _ => (OutputElement::Other, Vec::new()),
+    };
+    OutputInfo {
+        name: outlet.name().to_string(),
+        element,
+        shape,
     }
 }
 

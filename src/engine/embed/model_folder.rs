@@ -2,6 +2,7 @@
 //! tokenizer are, how to pool, the output dimension, the token limit and the
 //! prompts. These become the defaults that registration stores.
 
+use super::padded_batch::PaddingSide;
 use super::pooling::Pooling;
 use super::template::{DEFAULT_PASSAGE_TEMPLATE, DEFAULT_QUERY_TEMPLATE};
 use crate::engine::error::{EngineError, EngineResult};
@@ -17,13 +18,40 @@ pub struct FolderDefaults {
     pub folder: PathBuf,
     pub onnx_file: PathBuf,
     pub tokenizer_file: PathBuf,
-    pub pooling: Pooling,
+    /// None when the folder does not say and is a decoder: mean pooling,
+    /// sentence-transformers' default, would be wrong there.
+    pub pooling: Option<Pooling>,
     pub dimension: usize,
     pub max_tokens: usize,
     pub pad_token_id: u32,
     pub query_template: String,
     pub passage_template: String,
+    pub padding_side: PaddingSide,
 }
+
+impl FolderDefaults {
+    /// The pooling to register: the caller's, else the folder's; a decoder
+    /// folder that names none is an error rather than a silent mean.
+    pub fn pooling_or(&self, explicit: Option<Pooling>) -> EngineResult<Pooling> {
+        explicit.or(self.pooling).ok_or_else(|| {
+            EngineError::files(format!(
+                "{} is a decoder (config.json) and has no 1_Pooling/config.json saying how to pool",
+                self.folder.display()
+            ))
+            .with_hint(
+                "decoder embedders (InF-Embed, Qwen3-Embedding, Promptriever, e5-mistral) pool the last token: \
+                 register with pooling => 'last', or add 1_Pooling/config.json with \"pooling_mode_lasttoken\": true",
+            )
+        })
+    }
+}
+
+/// Model types of causal LMs that embedders are built on; an optimum export
+/// of one carries no pooling config.
+const DECODER_MODEL_TYPES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2", "gemma3", "gemma3_text", "phi", "phi3",
+    "gpt2", "gpt_neox", "falcon", "olmo", "olmo2", "stablelm", "starcoder2", "granite", "smollm3",
+];
 
 #[derive(Deserialize)]
 struct ModuleEntry {
@@ -52,6 +80,27 @@ struct TransformerConfig {
     hidden_size: Option<usize>,
     max_position_embeddings: Option<usize>,
     pad_token_id: Option<u32>,
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    #[serde(default)]
+    is_decoder: bool,
+}
+
+impl TransformerConfig {
+    fn is_decoder(&self) -> bool {
+        self.is_decoder
+            || self.model_type.as_deref().is_some_and(|t| DECODER_MODEL_TYPES.contains(&t))
+            || self.architectures.iter().any(|a| a.ends_with("ForCausalLM"))
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TokenizerConfig {
+    padding_side: Option<String>,
+    #[serde(default)]
+    add_eos_token: bool,
+    eos_token: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -117,21 +166,40 @@ pub fn inspect(folder: &Path) -> EngineResult<FolderDefaults> {
     let st: SentenceTransformersConfig =
         read_json(&folder.join("config_sentence_transformers.json"))?.unwrap_or_default();
 
-    let pooling = if pooling_cfg.pooling_mode_max_tokens || pooling_cfg.pooling_mode_mean_sqrt_len_tokens {
+    let tokenizer_config_file = folder.join("tokenizer_config.json");
+    let tokenizer_cfg: TokenizerConfig = read_json(&tokenizer_config_file)?.unwrap_or_default();
+    let is_decoder = transformer.is_decoder();
+    let says_pooling = pooling_cfg.pooling_mode_cls_token
+        || pooling_cfg.pooling_mode_lasttoken
+        || pooling_cfg.pooling_mode_mean_tokens
+        || pooling_cfg.pooling_mode_max_tokens
+        || pooling_cfg.pooling_mode_mean_sqrt_len_tokens;
+    let pooling = if is_decoder && !says_pooling {
+        None
+    } else if pooling_cfg.pooling_mode_max_tokens || pooling_cfg.pooling_mode_mean_sqrt_len_tokens {
         return Err(EngineError::files(format!(
             "{} asks for max or mean-sqrt-len pooling, which inf_ir does not implement",
             pooling_dir.display()
         ))
         .with_hint("register with pooling => 'mean', 'cls' or 'last' if that is what the model was trained with"));
     } else if pooling_cfg.pooling_mode_cls_token {
-        Pooling::Cls
+        Some(Pooling::Cls)
     } else if pooling_cfg.pooling_mode_lasttoken {
-        Pooling::LastToken
+        Some(Pooling::LastToken)
     } else {
         // Mean is sentence-transformers' own default when no mode is set.
-        let _ = pooling_cfg.pooling_mode_mean_tokens;
-        Pooling::Mean
+        Some(Pooling::Mean)
     };
+    let padding_side = tokenizer_cfg
+        .padding_side
+        .as_deref()
+        .map(PaddingSide::parse)
+        .transpose()
+        .map_err(|e| EngineError::files(format!("{}: {}", tokenizer_config_file.display(), e.message)))?
+        .unwrap_or_default();
+    if tokenizer_cfg.add_eos_token {
+        check_eos_appended(&tokenizer_file, &tokenizer_config_file, tokenizer_cfg.eos_token.as_ref())?;
+    }
     let dimension = pooling_cfg
         .word_embedding_dimension
         .or(transformer.hidden_size)
@@ -159,7 +227,37 @@ pub fn inspect(folder: &Path) -> EngineResult<FolderDefaults> {
         pad_token_id: transformer.pad_token_id.unwrap_or(0),
         query_template: format!("{query_prefix}{DEFAULT_QUERY_TEMPLATE}"),
         passage_template: format!("{passage_prefix}{DEFAULT_PASSAGE_TEMPLATE}"),
+        padding_side,
     })
+}
+
+/// transformers' slow tokenizers append EOS when tokenizer_config.json says
+/// `add_eos_token`; the tokenizers library does only what tokenizer.json's
+/// post-processor says. If it does not append EOS, last-token pooling would
+/// pool a different token than the model was trained on: refuse.
+fn check_eos_appended(tokenizer_file: &Path, config_file: &Path, eos: Option<&serde_json::Value>) -> EngineResult<()> {
+    let eos = match eos {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
+    let tokenizer: serde_json::Value = read_json(tokenizer_file)?.unwrap_or_default();
+    let post = tokenizer.get("post_processor").map(|p| p.to_string()).unwrap_or_default();
+    let appended = !eos.is_empty() && post.contains(&serde_json::Value::String(eos.clone()).to_string());
+    if appended {
+        return Ok(());
+    }
+    Err(EngineError::files(format!(
+        "{} sets add_eos_token, but {}'s post_processor does not append {}",
+        config_file.display(),
+        tokenizer_file.display(),
+        if eos.is_empty() { "an EOS token".to_string() } else { format!("{eos:?}") }
+    ))
+    .with_hint(
+        "save the tokenizer again with a post-processor that appends EOS (transformers: tokenizer.save_pretrained \
+         after setting add_eos_token; scripts/export_decoder_onnx.py --append-eos), or end both templates \
+         with the EOS token's text and drop add_eos_token",
+    ))
 }
 
 #[cfg(test)]
@@ -196,7 +294,7 @@ mod tests {
         )
         .unwrap();
         let d = inspect(&dir).unwrap();
-        assert_eq!(d.pooling, Pooling::Mean);
+        assert_eq!(d.pooling, Some(Pooling::Mean));
         assert_eq!(d.dimension, 384);
         assert_eq!(d.max_tokens, 256);
         assert_eq!(d.query_template, "{query} {instruction}");
@@ -214,10 +312,70 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token":true}"#).unwrap();
         let d = inspect(&dir).unwrap();
-        assert_eq!(d.pooling, Pooling::Cls);
+        assert_eq!(d.pooling, Some(Pooling::Cls));
         assert_eq!(d.query_template, "query: {query} {instruction}");
         assert_eq!(d.passage_template, "passage: {passage}");
         assert_eq!(d.max_tokens, 512);
+    }
+
+    #[test]
+    fn an_optimum_decoder_export_needs_its_pooling_said() {
+        // optimum-cli export onnx --task feature-extraction: config.json and
+        // tokenizer files, no sentence-transformers modules.
+        let dir = scratch("optimum");
+        std::fs::remove_dir_all(dir.join("1_Pooling")).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"model_type":"qwen2","architectures":["Qwen2ForCausalLM"],"hidden_size":1536,"max_position_embeddings":32768}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), r#"{"padding_side":"left"}"#).unwrap();
+        let d = inspect(&dir).unwrap();
+        assert_eq!(d.pooling, None);
+        assert_eq!(d.padding_side, PaddingSide::Left);
+        assert_eq!(d.dimension, 1536);
+        let e = d.pooling_or(None).unwrap_err();
+        assert!(e.message.contains("is a decoder") && e.message.contains(&dir.display().to_string()));
+        assert!(e.hint.unwrap().contains("pooling => 'last'"));
+        assert_eq!(d.pooling_or(Some(Pooling::LastToken)).unwrap(), Pooling::LastToken);
+        // An encoder folder without pooling config keeps sentence-transformers' mean.
+        std::fs::write(dir.join("config.json"), r#"{"model_type":"bert","hidden_size":384}"#).unwrap();
+        assert_eq!(inspect(&dir).unwrap().pooling_or(None).unwrap(), Pooling::Mean);
+    }
+
+    #[test]
+    fn add_eos_token_must_be_in_the_post_processor() {
+        let dir = scratch("eos");
+        std::fs::write(dir.join("config.json"), r#"{"model_type":"llama","hidden_size":8}"#).unwrap();
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            r#"{"add_eos_token":true,"eos_token":{"content":"</s>","special":true}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tokenizer.json"),
+            r#"{"post_processor":{"type":"ByteLevel","trim_offsets":false}}"#,
+        )
+        .unwrap();
+        let e = inspect(&dir).unwrap_err();
+        assert!(e.message.contains("add_eos_token") && e.message.contains("\"</s>\""), "{}", e.message);
+        assert!(e.hint.unwrap().contains("--append-eos"));
+        std::fs::write(
+            dir.join("tokenizer.json"),
+            r#"{"post_processor":{"type":"TemplateProcessing","single":[{"Sequence":{"id":"A","type_id":0}},
+                {"SpecialToken":{"id":"</s>","type_id":0}}],"special_tokens":{"</s>":{"id":"</s>","ids":[2],"tokens":["</s>"]}}}}"#,
+        )
+        .unwrap();
+        assert!(inspect(&dir).is_ok());
+    }
+
+    #[test]
+    fn a_bad_padding_side_names_the_file() {
+        let dir = scratch("padside");
+        std::fs::write(dir.join("config.json"), r#"{"hidden_size":8}"#).unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), r#"{"padding_side":"middle"}"#).unwrap();
+        let e = inspect(&dir).unwrap_err();
+        assert!(e.message.contains("tokenizer_config.json") && e.message.contains("middle"));
     }
 
     #[test]

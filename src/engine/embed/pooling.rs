@@ -1,6 +1,7 @@
 //! Pooling of token states into one vector, and L2 normalisation.
 
 use crate::engine::error::{EngineError, EngineResult};
+use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Pooling {
@@ -31,17 +32,20 @@ impl Pooling {
         }
     }
 
-    /// Pool one sequence. `states` is `[seq, hidden]` row-major, `len` the
-    /// number of real (unpadded) tokens, which always sit first (right padding).
-    pub fn pool(self, states: &[f32], hidden: usize, len: usize, out: &mut [f32]) {
+    /// Pool one sequence. `states` is `[seq, hidden]` row-major, `real` the
+    /// rows that hold real (unpadded) tokens: first on the right-padded
+    /// side, last on the left; never empty.
+    pub fn pool(self, states: &[f32], hidden: usize, real: Range<usize>, out: &mut [f32]) {
         debug_assert_eq!(out.len(), hidden);
-        let len = len.max(1);
+        debug_assert!(!real.is_empty());
+        let len = real.len();
+        let (first, last) = (real.start, real.end - 1);
         match self {
-            Pooling::Cls => out.copy_from_slice(&states[..hidden]),
-            Pooling::LastToken => out.copy_from_slice(&states[(len - 1) * hidden..len * hidden]),
+            Pooling::Cls => out.copy_from_slice(&states[first * hidden..(first + 1) * hidden]),
+            Pooling::LastToken => out.copy_from_slice(&states[last * hidden..(last + 1) * hidden]),
             Pooling::Mean => {
                 out.fill(0.0);
-                for row in states[..len * hidden].chunks_exact(hidden) {
+                for row in states[first * hidden..(last + 1) * hidden].chunks_exact(hidden) {
                     for (o, v) in out.iter_mut().zip(row) {
                         *o += *v;
                     }
@@ -71,17 +75,24 @@ mod tests {
     #[test]
     fn mean_ignores_padding() {
         let mut out = [0.0; 2];
-        Pooling::Mean.pool(&STATES, 2, 2, &mut out);
+        Pooling::Mean.pool(&STATES, 2, 0..2, &mut out);
         assert_eq!(out, [2.0, 3.0]);
+        // Left padding: the real tokens are the last rows.
+        Pooling::Mean.pool(&STATES, 2, 1..3, &mut out);
+        assert_eq!(out, [51.5, 52.0]);
     }
 
     #[test]
     fn cls_and_last_token() {
         let mut out = [0.0; 2];
-        Pooling::Cls.pool(&STATES, 2, 2, &mut out);
+        Pooling::Cls.pool(&STATES, 2, 0..2, &mut out);
         assert_eq!(out, [1.0, 2.0]);
-        Pooling::LastToken.pool(&STATES, 2, 2, &mut out);
+        Pooling::LastToken.pool(&STATES, 2, 0..2, &mut out);
         assert_eq!(out, [3.0, 4.0]);
+        Pooling::Cls.pool(&STATES, 2, 1..3, &mut out);
+        assert_eq!(out, [3.0, 4.0]);
+        Pooling::LastToken.pool(&STATES, 2, 1..3, &mut out);
+        assert_eq!(out, [100.0, 100.0]);
     }
 
     #[test]

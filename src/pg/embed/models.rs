@@ -2,6 +2,7 @@
 //! name, or the default, turned into an engine `ModelSpec` with its folder
 //! and fingerprint. Every embedding path reads models here.
 
+use crate::engine::embed::padded_batch::PaddingSide;
 use crate::engine::{EngineError, ModelSpec, Pooling};
 use crate::pg::errors::{raise, raise_with};
 use crate::pg::{gucs, spi_read};
@@ -24,7 +25,7 @@ pub fn lookup(name: Option<&str>) -> ModelRow {
         None => only_model(),
     };
     let query = "SELECT onnx_file, tokenizer_file, query_template, passage_template, pooling, dimension,
-                        max_tokens, pad_token_id, folder, fingerprint
+                        max_tokens, pad_token_id, folder, fingerprint, padding_side
                  FROM inf_ir.models WHERE name = $1";
     let row = spi_read::select_planned(query, &[name.as_str().into()], |table| {
         if table.is_empty() {
@@ -44,6 +45,7 @@ pub fn lookup(name: Option<&str>) -> ModelRow {
                 dimension: int(6)? as usize,
                 max_tokens: int(7)? as usize,
                 pad_token_id: int(8)? as u32,
+                padding_side: PaddingSide::parse(&text(11)?).unwrap_or_default(),
             },
             folder: PathBuf::from(text(9)?),
             fingerprint: text(10)?,

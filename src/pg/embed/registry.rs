@@ -6,6 +6,7 @@
 use super::models::ModelRow;
 use crate::engine::embed::fingerprint::model_fingerprint;
 use crate::engine::embed::model_folder::{self, FolderDefaults};
+use crate::engine::embed::padded_batch::PaddingSide;
 use crate::engine::embed::template::Template;
 use crate::engine::{EngineError, ModelSpec, Pooling};
 use crate::pg::embed::inference;
@@ -38,6 +39,7 @@ fn inf_register_model(
     passage_template: default!(Option<&str>, "NULL"),
     pooling: default!(Option<&str>, "NULL"),
     max_tokens: default!(Option<i32>, "NULL"),
+    padding_side: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -45,6 +47,7 @@ fn inf_register_model(
         name!(dimension, i32),
         name!(pooling, String),
         name!(max_tokens, i32),
+        name!(padding_side, String),
         name!(query_template, String),
         name!(passage_template, String),
         name!(fingerprint, String),
@@ -57,7 +60,14 @@ fn inf_register_model(
                 .with_hint("inf_register_model('name', '/absolute/path/to/folder')"),
         );
     };
-    let row = build_row(name, folder, query_template, passage_template, pooling, max_tokens).or_raise();
+    let options = RegisterOptions {
+        query_template,
+        passage_template,
+        pooling,
+        max_tokens,
+        padding_side,
+    };
+    let row = build_row(name, folder, &options).or_raise();
     // Loading proves the files work together (and warms this session's cache);
     // build_row has just computed the fingerprint from the same files.
     inference::prove_loadable(&row);
@@ -68,20 +78,24 @@ fn inf_register_model(
         s.dimension as i32,
         s.pooling.name().to_string(),
         s.max_tokens as i32,
+        s.padding_side.name().to_string(),
         s.query_template.clone(),
         s.passage_template.clone(),
         row.fingerprint.clone(),
     ))
 }
 
-fn build_row(
-    name: &str,
-    folder: &str,
-    query_template: Option<&str>,
-    passage_template: Option<&str>,
-    pooling: Option<&str>,
+/// What the caller of inf_register_model overrides; NULL keeps the folder's.
+#[derive(Default)]
+struct RegisterOptions<'a> {
+    query_template: Option<&'a str>,
+    passage_template: Option<&'a str>,
+    pooling: Option<&'a str>,
     max_tokens: Option<i32>,
-) -> Result<ModelRow, EngineError> {
+    padding_side: Option<&'a str>,
+}
+
+fn build_row(name: &str, folder: &str, options: &RegisterOptions<'_>) -> Result<ModelRow, EngineError> {
     let name_ok = (1..=63).contains(&name.len())
         && name
             .chars()
@@ -90,23 +104,28 @@ fn build_row(
         return Err(EngineError::invalid(format!("model name {name:?} is not allowed"))
             .with_hint("use 1 to 63 letters, digits, '_', '.' or '-'"));
     }
+    let defaults = model_folder::inspect(Path::new(folder))?;
+    let pooling = defaults.pooling_or(options.pooling.map(Pooling::parse).transpose()?)?;
+    let padding_side = match options.padding_side {
+        Some(side) => PaddingSide::parse(side)?,
+        None => defaults.padding_side,
+    };
     let FolderDefaults {
         folder,
         onnx_file,
         tokenizer_file,
-        pooling: default_pooling,
         dimension,
         max_tokens: default_max,
         pad_token_id,
         query_template: default_query,
         passage_template: default_passage,
-    } = model_folder::inspect(Path::new(folder))?;
-    let query_template = query_template.map(str::to_string).unwrap_or(default_query);
-    let passage_template = passage_template.map(str::to_string).unwrap_or(default_passage);
+        ..
+    } = defaults;
+    let query_template = options.query_template.map(str::to_string).unwrap_or(default_query);
+    let passage_template = options.passage_template.map(str::to_string).unwrap_or(default_passage);
     Template::query(&query_template)?;
     Template::passage(&passage_template)?;
-    let pooling = pooling.map(Pooling::parse).transpose()?.unwrap_or(default_pooling);
-    let max_tokens = match max_tokens {
+    let max_tokens = match options.max_tokens {
         Some(n) if n < 3 => return Err(EngineError::invalid(format!("max_tokens must be at least 3, not {n}"))),
         Some(n) => n as usize,
         None => default_max,
@@ -123,6 +142,7 @@ fn build_row(
             dimension,
             max_tokens,
             pad_token_id,
+            padding_side,
         },
         folder,
         fingerprint,
@@ -133,13 +153,13 @@ fn store_row(row: &ModelRow) {
     let s = &row.spec;
     Spi::run_with_args(
         "INSERT INTO inf_ir.models AS m (name, folder, onnx_file, tokenizer_file, query_template,
-             passage_template, pooling, dimension, max_tokens, pad_token_id, fingerprint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             passage_template, pooling, dimension, max_tokens, pad_token_id, padding_side, fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (name) DO UPDATE SET folder = EXCLUDED.folder, onnx_file = EXCLUDED.onnx_file,
              tokenizer_file = EXCLUDED.tokenizer_file, query_template = EXCLUDED.query_template,
              passage_template = EXCLUDED.passage_template, pooling = EXCLUDED.pooling,
              dimension = EXCLUDED.dimension, max_tokens = EXCLUDED.max_tokens,
-             pad_token_id = EXCLUDED.pad_token_id, fingerprint = EXCLUDED.fingerprint,
+             pad_token_id = EXCLUDED.pad_token_id, padding_side = EXCLUDED.padding_side, fingerprint = EXCLUDED.fingerprint,
              registered_at = now()",
         &[
             s.name.as_str().into(),
@@ -152,6 +172,7 @@ fn store_row(row: &ModelRow) {
             (s.dimension as i32).into(),
             (s.max_tokens as i32).into(),
             (s.pad_token_id as i32).into(),
+            s.padding_side.name().into(),
             row.fingerprint.as_str().into(),
         ],
     )
@@ -180,7 +201,7 @@ fn inf_register_server_models() -> i32 {
     require_superuser("register models");
     let mut registered = 0;
     for (name, folder) in gucs::server_models() {
-        match build_row(&name, &folder, None, None, None, None) {
+        match build_row(&name, &folder, &RegisterOptions::default()) {
             Ok(row) => {
                 store_row(&row);
                 registered += 1;
