@@ -82,7 +82,7 @@ step "Worker mode: dataset: msmarco-sample import, JSONL round trip, metrics vs 
 
 step "Worker mode: corpora sharded with PL/Proxy over 2 and 4 local servers (SciFact, DL19 re-rank, failures, a standby) vs one server"
 "$VENV/bin/python" tests/python/test_sharding.py --port "$TEST_PORT" --pg-bin "$PG_BIN" --home "$INF_IR_HOME" \
-  --data "$PROJECT_ROOT/../shared/data"
+  --data "$PROJECT_ROOT/../shared/data" --decoder-dir "$SMOLLM_DIR"
 
 step "Worker mode: a decoder embedder (SmolLM2-135M from its GGUF, exported at set-up): registration, parity with ONNX Runtime, search"
 "$VENV/bin/python" tests/python/test_decoder.py --port "$TEST_PORT" --model-dir "$SMOLLM_DIR" --int8-dir "$SMOLLM_INT8_DIR" \

