@@ -84,9 +84,10 @@ step "Worker mode: corpora sharded with PL/Proxy over 2 and 4 local servers (Sci
 "$VENV/bin/python" tests/python/test_sharding.py --port "$TEST_PORT" --pg-bin "$PG_BIN" --home "$INF_IR_HOME" \
   --data "$PROJECT_ROOT/../shared/data" --decoder-dir "$SMOLLM_DIR"
 
-step "Worker mode: a decoder embedder (SmolLM2-135M from its GGUF, exported at set-up): registration, parity with ONNX Runtime, search"
+step "Worker mode: a decoder embedder (SmolLM2-135M from its GGUF, exported at set-up): registration, parity with ONNX Runtime, llama.cpp and a float64 forward pass, search"
+# --float-ref 40: the float64 numpy pass takes about 1.5 s a text here; all 200 ran by hand (README).
 "$VENV/bin/python" tests/python/test_decoder.py --port "$TEST_PORT" --model-dir "$SMOLLM_DIR" --int8-dir "$SMOLLM_INT8_DIR" \
-  --data "$PROJECT_ROOT/../shared/data"
+  --gguf "$SMOLLM_GGUF" --llama-python "$LLM_VENV/bin/python" --float-ref 40 --data "$PROJECT_ROOT/../shared/data"
 
 step "LLM endpoints: the real local model (Gemma 3 270M via llama-cpp-python) and a fault-injecting endpoint"
 LLM_PORT=${INF_IR_TEST_LLM_PORT:-8434}

@@ -30,16 +30,18 @@ pub fn library() -> PathBuf {
 pub fn minilm_spec() -> Option<(ModelSpec, PathBuf)> {
     let dir = model_dir()?;
     let d = model_folder::inspect(&dir).unwrap();
+    let pooling = d.pooling_or(None).unwrap();
     let spec = ModelSpec {
         name: "minilm".into(),
         onnx_file: d.onnx_file,
         tokenizer_file: d.tokenizer_file,
         query_template: d.query_template,
         passage_template: d.passage_template,
-        pooling: d.pooling,
+        pooling,
         dimension: d.dimension,
         max_tokens: d.max_tokens,
         pad_token_id: d.pad_token_id,
+        padding_side: d.padding_side,
     };
     Some((spec, dir))
 }

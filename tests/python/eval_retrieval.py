@@ -11,7 +11,7 @@ Metrics follow trec_eval: nDCG with graded gains rel / log2(rank + 1), ideal
 from all judged documents; MRR@10 first relevant (rel > 0); Recall@100.
 Skips (exit 0) when the data folder is absent.
 
-Usage: eval_retrieval.py --port P [--data DIR] [--only scifact|dl19]
+Usage: eval_retrieval.py --port P [--data DIR] [--only scifact|dl19] [--model NAME]
 """
 import argparse
 import csv
@@ -75,25 +75,30 @@ def queries_copy(path, table):
             f"COPY {table} FROM STDIN WITH (FORMAT csv);\n" + buf.getvalue() + "\\.\n")
 
 
-def load_and_embed(corpus, path):
+def load_and_embed(corpus, path, model=None):
     """SQL that loads a JSONL file into a corpus and embeds it, quietly."""
+    model_arg = f", '{model}'" if model else ""
     return f"""
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS inf_ir;
 \\o /dev/null
-SELECT * FROM inf_load_jsonl('{corpus}', '{os.path.abspath(path)}');
+SELECT * FROM inf_load_jsonl('{corpus}', '{os.path.abspath(path)}'{model_arg});
 CALL inf_embed_corpus('{corpus}', 256);
 \\o
 """
 
 
 def scifact(args):
+    """With --model, the corpus is embedded with that registered model and
+    the figure is reported (REFERENCE.md's figure is MiniLM's)."""
     d = os.path.join(args.data, "scifact")
     qrels = read_qrels(os.path.join(d, "qrels", "test.tsv"))
-    out = psql(args, load_and_embed("scifact_eval", os.path.join(d, "corpus.jsonl")) + queries_copy(os.path.join(d, "queries.jsonl"), "q") + """
-\\copy (SELECT 'r', q.qid, s.external_id, s.rank FROM q, LATERAL inf_search(NULL, q.body, 100, 'scifact_eval') s) TO STDOUT WITH (FORMAT csv)
-\\copy (SELECT 'q', q.qid, inf_embed_query(NULL, q.body), 0 FROM q) TO STDOUT WITH (FORMAT csv)
-\\copy (SELECT 'd', external_id, embedding, 0 FROM inf_ir.passages JOIN inf_ir.corpora USING (corpus_id) WHERE name = 'scifact_eval') TO STDOUT WITH (FORMAT csv)
+    corpus = f"scifact_eval_{args.model}" if args.model else "scifact_eval"
+    model = f"'{args.model}'" if args.model else "NULL"
+    out = psql(args, load_and_embed(corpus, os.path.join(d, "corpus.jsonl"), args.model) + queries_copy(os.path.join(d, "queries.jsonl"), "q") + f"""
+\\copy (SELECT 'r', q.qid, s.external_id, s.rank FROM q, LATERAL inf_search(NULL, q.body, 100, '{corpus}') s) TO STDOUT WITH (FORMAT csv)
+\\copy (SELECT 'q', q.qid, inf_embed_query(NULL, q.body, {model}), 0 FROM q) TO STDOUT WITH (FORMAT csv)
+\\copy (SELECT 'd', external_id, embedding, 0 FROM inf_ir.passages JOIN inf_ir.corpora USING (corpus_id) WHERE name = '{corpus}') TO STDOUT WITH (FORMAT csv)
 """)
     runs, qvec, docs = {}, {}, []
     vec = lambda t: np.array([float(x) for x in t.strip("{}").split(",")], dtype=np.float32)
@@ -118,8 +123,11 @@ def scifact(args):
         order = sorted(range(len(ids)), key=lambda i: (-scores[i], i))[:10]
         exact = [ids[i] for i in order]
         same += exact == ranked.get(q, [])[:10] or _tied(scores, order, ranked.get(q, [])[:10], ids)
-    print(f"scifact: {len(ids)} passages, {len(judged)} queries: nDCG@10 {ndcg:.4f} (reference {REFERENCE['scifact']}), "
+    reference = f"model {args.model}" if args.model else f"reference {REFERENCE['scifact']}"
+    print(f"scifact: {len(ids)} passages, {len(judged)} queries: nDCG@10 {ndcg:.4f} ({reference}), "
           f"MRR@10 {mrr:.4f}, Recall@100 {rec:.3f}; top-10 identical to exact numpy search for {same}/{len(judged)} queries")
+    if args.model:
+        return same == len(judged)
     return abs(ndcg - REFERENCE["scifact"]) <= TOLERANCE and same == len(judged)
 
 
@@ -171,6 +179,7 @@ def main():
     ap.add_argument("--db", default="postgres")
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "../../../shared/data"))
     ap.add_argument("--only", choices=["scifact", "dl19"])
+    ap.add_argument("--model", default=None, help="SciFact with this registered model (no reference figure)")
     args = ap.parse_args()
     if not os.path.isdir(args.data):
         print(f"skipped: {args.data} not found (retrieval figures need the shared data)")

@@ -9,6 +9,9 @@ inf_register_model, InF-Embed's query side "{query} {instruction}".
   max_tokens (128 here), embedded through SQL in batches (inf_embed_many,
   inf_embed_query_many) against Python ONNX Runtime on the same graph, each
   text alone (a padded batch gives each text the vector it gets alone).
+- Independent references (--gguf): the same SQL vectors against llama.cpp's
+  own embedding of the GGUF (mean >= 0.98) and a float64 numpy forward pass
+  of its dequantised weights (min >= 0.9999; --float-ref of the texts).
 - Half precision: the same graph with an fp16 or bf16 output gives the same
   vectors (cosine >= 0.9999).
 - int8: the folder's int8 copy agrees with float32 (mean cosine >= 0.99).
@@ -19,11 +22,13 @@ inf_register_model, InF-Embed's query side "{query} {instruction}".
 
 Data: ../shared/data (DL19 passages, msmarco-sample instructions), else the
 repository's sample passages. Usage: test_decoder.py --port P --model-dir DIR [--int8-dir DIR] [--data DIR]
+    [--gguf FILE --llama-python PY [--float-ref N]] [--name NAME] [--parity-only]
 """
 import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -75,8 +80,12 @@ class Reference:
                                             providers=["CPUExecutionProvider"])
 
     def embed(self, text, query_chars=0):
-        """`text` cut to MAX_TOKENS as inf_ir cuts (README, inf_embed_query): tokens of the
-        query part (its first `query_chars` characters) go first, from its end; then the end."""
+        ids, n = self.cut(text, query_chars)
+        return self.embed_ids(ids), n
+
+    def cut(self, text, query_chars=0):
+        """`text`'s token ids cut to MAX_TOKENS as inf_ir cuts (README, inf_embed_query): tokens of
+        the query part (its first `query_chars` characters) go first, from its end; then the end."""
         enc = self.tok.encode(text, add_special_tokens=False)
         keep = [True] * len(enc.ids)
         excess = max(0, len(keep) - MAX_TOKENS)
@@ -86,7 +95,7 @@ class Reference:
         excess -= min(excess, len(query_tokens))
         for i in [i for i in range(len(keep)) if keep[i]][::-1][:excess]:
             keep[i] = False
-        return self.embed_ids([t for t, k in zip(enc.ids, keep) if k]), len(enc.ids)
+        return [t for t, k in zip(enc.ids, keep) if k], len(enc.ids)
 
     def embed_ids(self, token_ids):
         ids = np.array([token_ids], np.int64)
@@ -97,6 +106,57 @@ class Reference:
         return v / np.linalg.norm(v)
 
 
+LLAMA_EMBED = r"""
+import json, sys
+import numpy as np
+import llama_cpp
+gguf, texts_path, out = sys.argv[1:4]
+llm = llama_cpp.Llama(gguf, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST, n_ctx=512,
+                      n_batch=512, n_ubatch=512, n_threads=2, verbose=False)
+np.save(out, np.array([llm.embed(t, normalize=True) for t in json.load(open(texts_path))], np.float64))
+"""
+
+
+def independent_references(args, ref, sql_vectors, cut_ids):
+    """The SQL vectors against references that share nothing with the ONNX
+    graph: llama.cpp's own last-token embedding of the GGUF (its quantised
+    compute; the texts as cut, decoded to text) and a float64 numpy forward
+    pass of the dequantised weights (scripts/check_decoder_export.py's,
+    written from the architecture) on the same token ids."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    from check_decoder_export import Gguf, reference_forward  # noqa: E402
+    with tempfile.TemporaryDirectory() as tmp:
+        json.dump([ref.tok.decode(ids) for ids in cut_ids], open(os.path.join(tmp, "texts.json"), "w"))
+        subprocess.run([args.llama_python, "-c", LLAMA_EMBED, args.gguf, os.path.join(tmp, "texts.json"),
+                        os.path.join(tmp, "llama.npy")], check=True, stderr=subprocess.DEVNULL)
+        llama = np.load(os.path.join(tmp, "llama.npy"))
+    cos = [float(a @ b) for a, b in zip(sql_vectors, llama)]
+    check(np.mean(cos) >= 0.98, f"{len(cos)} texts through SQL vs llama.cpp's quantised last-token embedding of the GGUF: "
+                                f"mean cosine {np.mean(cos):.4f}, min {min(cos):.4f}")
+    gg = CachedWeights(Gguf(args.gguf))
+    n = min(args.float_ref, len(cut_ids))
+    # Half passages, half queries when only some are checked.
+    picks = sorted(set(list(range(n // 2)) + list(range(len(cut_ids) // 2, len(cut_ids) // 2 + n - n // 2))))
+    cos = []
+    for i in picks:
+        v = reference_forward(gg, np.array(cut_ids[i]))
+        cos.append(float(sql_vectors[i] @ (v / np.linalg.norm(v))))
+    check(min(cos) >= 0.9999, f"{len(cos)} texts through SQL vs a float64 numpy forward pass of the dequantised "
+                              f"weights: min cosine {min(cos):.7f}, mean {np.mean(cos):.7f}")
+
+
+class CachedWeights:
+    """A Gguf whose dequantised weights are kept (float32) between texts."""
+
+    def __init__(self, gg):
+        self.gg, self.arch, self.arch_field, self.cache = gg, gg.arch, gg.arch_field, {}
+
+    def weight(self, name):
+        if name not in self.cache:
+            self.cache[name] = self.gg.weight(name)
+        return self.cache[name]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -104,6 +164,11 @@ def main():
     ap.add_argument("--int8-dir", default=None, help="its int8 copy (scripts/quantize_int8.py)")
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
     ap.add_argument("--name", default="smollm2", help="register the model as NAME")
+    ap.add_argument("--gguf", default=None, help="the GGUF the folder was exported from: the SQL vectors are "
+                    "also checked against llama.cpp's embedding of it and a float64 numpy forward pass")
+    ap.add_argument("--llama-python", default=None, help="a Python with llama-cpp-python (with --gguf)")
+    ap.add_argument("--float-ref", type=int, default=200,
+                    help="how many of the 200 texts the float64 forward pass checks (it is slow for large models)")
     ap.add_argument("--parity-only", action="store_true",
                     help="registration, parity, padded batch and int8 only (for large models: benches)")
     args = ap.parse_args()
@@ -128,6 +193,7 @@ def main():
     got = [np.asarray(e, np.float64) for (e,) in conn.execute(
         f"SELECT embedding FROM inf_embed_many(%s, '{NAME}') ORDER BY ord", (passages,)).fetchall()]
     want = [ref.embed(p) for p in passages]
+    sql_vectors, cut_ids = list(got), [ref.cut(p)[0] for p in passages]
     cos = [float(g @ w) for g, (w, _) in zip(got, want)]
     long = sum(1 for _, n in want if n > MAX_TOKENS)
     check(len(got) == len(passages) and min(cos) >= 0.9999,
@@ -137,12 +203,16 @@ def main():
     got = [np.asarray(e, np.float64) for (e,) in conn.execute(
         f"SELECT embedding FROM inf_embed_query_many(%s, %s, '{NAME}') ORDER BY ord", (instructions, queries)).fetchall()]
     want = [ref.embed(f"{q} {i}", query_chars=len(q)) for i, q in pairs]
+    sql_vectors += got
+    cut_ids += [ref.cut(f"{q} {i}", query_chars=len(q))[0] for i, q in pairs]
     cos = [float(g @ w) for g, (w, _) in zip(got, want)]
     long = sum(1 for _, n in want if n > MAX_TOKENS)
     check(len(got) == len(pairs) and min(cos) >= 0.9999,
           f"{len(pairs)} (instruction, query) pairs as \"{{query}} {{instruction}}\" ({long} past {MAX_TOKENS} tokens, "
           "cut query first): "
           f"min cosine {min(cos):.7f}, mean {np.mean(cos):.7f}")
+    if args.gguf:
+        independent_references(args, ref, sql_vectors, cut_ids)
     alone = np.asarray(conn.execute(f"SELECT inf_embed(%s, '{NAME}')", (passages[0],)).fetchone()[0], np.float64)
     in_batch = np.asarray(conn.execute(f"SELECT embedding FROM inf_embed_many(%s, '{NAME}') WHERE ord = 1",
                                        ([passages[0]] + passages[1:8],)).fetchone()[0], np.float64)
