@@ -2,7 +2,8 @@
 //! `crate::pg` mirrors. `embed/` tokenizes, runs and pools embedding models
 //! (ONNX Runtime); `ivf/` is the vector index's algorithms; `llm/` talks to
 //! OpenAI-compatible endpoints; `rerank/` judges search candidates with an
-//! LLM; `dataset/` holds the ranking and diversity metrics. Shared by all of them, at this level: `error` (one error type
+//! LLM; `dataset/` holds the ranking and diversity metrics; `gpu/` probes
+//! for a CUDA device and proves float16 device candidates exact. Shared by all of them, at this level: `error` (one error type
 //! with a hint), `interrupt` (cancel), `simd` (dot products) and `topk`.
 //! Folders import this level and each other's public items, never
 //! `crate::pg`; the worker host (`crate::worker`) uses `embed/`.
@@ -10,6 +11,7 @@
 pub mod dataset;
 pub mod embed;
 pub mod error;
+pub mod gpu;
 pub mod interrupt;
 pub mod ivf;
 pub mod llm;

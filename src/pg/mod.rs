@@ -3,8 +3,8 @@
 //! `embed/` (models, inference, the shared worker's client side), `corpus/`
 //! (corpora, search, filters, filter indexes), `ivf/` (the index access
 //! method), `dataset/` (the InF-IR tuples and their evaluation), `llm/`
-//! (endpoints, prompts, the synthesis stages), `rerank/` (LLM re-ranking)
-//! and `sharding/`. At this
+//! (endpoints, prompts, the synthesis stages), `rerank/` (LLM re-ranking),
+//! `sharding/` and `gpu/` (the CUDA device probe). At this
 //! level, the plumbing every folder may import: `errors`, `gucs`
 //! (settings), `interrupt` (cancel), `spi_read`, `sql_text` and
 //! `privileges`. Folders import the plumbing and each other's public
@@ -14,6 +14,7 @@ mod corpus;
 mod dataset;
 mod embed;
 mod errors;
+mod gpu;
 mod gucs;
 mod interrupt;
 mod ivf;

@@ -37,3 +37,6 @@ FROM inf_embed_many(ARRAY['one', 'two words', repeat('many words ', 50)]);
 SET inf_ir.batch_tokens = 10;
 RESET inf_ir.batch_tokens;
 RESET inf_ir.threads;
+
+-- The CUDA probe never fails: here (no GPU in CI) the CPU, with the reason.
+SELECT device, detail ~ 'CUDA|cuBLAS|NVRTC|device' AS says_why FROM inf_cuda_device();
