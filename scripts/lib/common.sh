@@ -112,3 +112,26 @@ stop_llm_server() {
   done
   return 0
 }
+
+# export_checked_decoder GGUF DIR: a decoder GGUF as an ONNX embedding folder,
+# kept only when its tokens and last-token states agree with llama.cpp and a
+# float64 forward pass. Does nothing when DIR has a model.onnx.
+export_checked_decoder() {
+  local gguf=$1 dir=$2
+  [ -f "$dir/model.onnx" ] && return 0
+  rm -rf "$dir.tmp"
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/export_decoder_onnx.py" "$gguf" "$dir.tmp" --max-tokens 512
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/check_decoder_export.py" "$gguf" "$dir.tmp" \
+    --llama-python "$LLM_VENV/bin/python" 2>&1 | grep -v '^llama_\|^load\|^print_info'
+  mv "$dir.tmp" "$dir"
+}
+
+# quantize_checked SRC_DIR INT8_DIR: its int8 copy (ONNX Runtime dynamic
+# quantisation of MatMul weights), refused below mean cosine 0.99 to float32.
+quantize_checked() {
+  local src=$1 dir=$2
+  [ -f "$dir/model.onnx" ] && return 0
+  rm -rf "$dir.tmp"
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/quantize_int8.py" "$src" "$dir.tmp" 2>&1 | grep -v '^WARNING:root'
+  mv "$dir.tmp" "$dir"
+}
