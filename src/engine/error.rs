@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Worker,
     /// A model would not fit in the memory left (checked before loading).
     OutOfMemory,
+    /// A CUDA device could not be used (no driver or library, a device
+    /// fault); the caller searches or embeds on the CPU instead.
+    Device,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -13,6 +13,7 @@ fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::Cancelled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
         ErrorKind::Worker => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
         ErrorKind::OutOfMemory => PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+        ErrorKind::Device => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
     }
 }
 

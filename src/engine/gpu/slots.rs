@@ -74,6 +74,23 @@ impl SlotMap {
         }
     }
 
+    /// Place a batch of rows: each one's slot, and the capacity to grow the
+    /// matrix to before writing them (None when they fit).
+    pub fn append_batch(&mut self, ids: &[u64]) -> (Vec<usize>, Option<usize>) {
+        let mut grow = None;
+        let slots = ids
+            .iter()
+            .map(|&id| match self.append(id) {
+                Placement::Slot(slot) => slot,
+                Placement::GrowThen { capacity, slot } => {
+                    grow = Some(capacity);
+                    slot
+                }
+            })
+            .collect();
+        (slots, grow)
+    }
+
     /// Free row `id`'s slot; returns it so the device can mask it.
     pub fn delete(&mut self, id: u64) -> Option<usize> {
         let slot = self.slot_of.remove(&id)?;
@@ -87,6 +104,28 @@ impl SlotMap {
     pub fn id_at(&self, slot: usize) -> Option<u64> {
         self.id_in.get(slot).copied().flatten()
     }
+}
+
+/// A stretch of a batch that lands in consecutive slots: one copy to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Index of its first row in the batch.
+    pub first: usize,
+    /// Its first slot.
+    pub slot: usize,
+    pub len: usize,
+}
+
+/// Split a batch's slots (in batch order) into runs of consecutive slots.
+pub fn runs(slots: &[usize]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for (i, &slot) in slots.iter().enumerate() {
+        match out.last_mut() {
+            Some(run) if run.slot + run.len == slot => run.len += 1,
+            _ => out.push(Run { first: i, slot, len: 1 }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -122,5 +161,22 @@ mod tests {
         assert_eq!(m.id_at(1), Some(99));
         assert_eq!(m.rows(), 4);
         assert_eq!(m.id_at(1000), None);
+    }
+
+    #[test]
+    fn a_batch_grows_once_and_splits_into_runs() {
+        let mut m = SlotMap::with_capacity(4);
+        let (slots, grow) = m.append_batch(&[1, 2, 3]);
+        assert_eq!((slots, grow), (vec![0, 1, 2], None));
+        m.delete(2);
+        // Slot 1 is reused, then 3 fits, then 4..6 need growth to 8.
+        let (slots, grow) = m.append_batch(&[7, 8, 9, 10, 11]);
+        assert_eq!((slots.clone(), grow), (vec![1, 3, 4, 5, 6], Some(8)));
+        assert_eq!(
+            runs(&slots),
+            vec![Run { first: 0, slot: 1, len: 1 }, Run { first: 1, slot: 3, len: 4 }]
+        );
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[5, 4]), vec![Run { first: 0, slot: 5, len: 1 }, Run { first: 1, slot: 4, len: 1 }]);
     }
 }

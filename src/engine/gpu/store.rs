@@ -1,0 +1,434 @@
+//! A corpus resident on a CUDA device: float16 rows (no other scaling), one
+//! cuBLAS GEMM (float16 inputs, float32 accumulation) scores a batch of
+//! queries against every row, and the NVRTC top-k kernels return each
+//! query's best candidates; `search::exact_search` makes them exact.
+//! Appends write only the new rows (the matrix grows by one device copy);
+//! deletes set a mask byte. Every CUDA call is checked: a missing driver or
+//! library, too little memory or a device fault is an `EngineError` that
+//! says why, so the caller can search on the CPU instead.
+
+use std::sync::Arc;
+
+use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use half::f16;
+
+use super::device::Libraries;
+use super::exact::Candidate;
+use super::search::{check_rows, CandidateSource};
+use super::slots::{runs, SlotMap};
+use super::top_k_kernel::{self as kernel, variant_for};
+use crate::engine::error::{EngineError, EngineResult, ErrorKind};
+
+/// Rows converted to float16 and copied per step: bounds the host's staging memory.
+const UPLOAD_ROWS: usize = 1 << 18;
+
+/// The score matrix of one GEMM is at most this large; bigger batches are split.
+const SCORE_BYTES: usize = 2 << 30;
+
+/// Device memory left free after the corpus (cuBLAS workspace, kernels, other processes).
+const HEADROOM_BYTES: usize = 1 << 30;
+
+struct TopK {
+    kmax: usize,
+    positions: CudaFunction,
+    pairs: CudaFunction,
+}
+
+pub struct DeviceStore {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    top_k: Vec<TopK>,
+    dimension: usize,
+    slots: SlotMap,
+    /// capacity × dimension, row-major by slot.
+    vectors: CudaSlice<f16>,
+    /// One byte per slot: 1 when it holds no live row.
+    masked: CudaSlice<u8>,
+    max_norm: f32,
+    scores: Option<CudaSlice<f32>>,
+    description: String,
+    /// Set when a device step failed half way: the store no longer matches
+    /// the corpus, and every later call says so.
+    broken: Option<String>,
+}
+
+fn device_error(what: &str, e: DriverError) -> EngineError {
+    use cudarc::driver::sys::CUresult;
+    if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        EngineError::resources(format!("the GPU ran out of memory while {what}"))
+            .with_hint("free GPU memory or search on the CPU (inf_ir.search_device = cpu)")
+    } else {
+        EngineError::new(ErrorKind::Device, format!("CUDA failed while {what}: {e:?}"))
+    }
+}
+
+fn blas_error(what: &str, e: blas::CublasError) -> EngineError {
+    if e.0 == blas_sys::cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED {
+        EngineError::resources(format!("cuBLAS ran out of GPU memory while {what}"))
+    } else {
+        EngineError::new(ErrorKind::Device, format!("cuBLAS failed while {what}: {e:?}"))
+    }
+}
+
+/// Bytes a corpus of `capacity` rows needs on the device.
+pub fn corpus_bytes(capacity: usize, dimension: usize) -> usize {
+    capacity * (dimension * 2 + 1)
+}
+
+impl DeviceStore {
+    /// An empty store on device `ordinal` with room for `capacity` rows
+    /// (it grows past that). Refuses, with the reason, when the libraries or
+    /// the device are missing or the memory is not there.
+    pub fn open(ordinal: usize, dimension: usize, capacity: usize) -> EngineResult<Self> {
+        if dimension == 0 {
+            return Err(EngineError::invalid("a corpus needs a dimension above 0"));
+        }
+        if let Some(reason) = Libraries::find().missing() {
+            return Err(EngineError::new(ErrorKind::Device, reason).with_hint("inf_ir searches on the CPU instead"));
+        }
+        // Creating a context panics in cudarc when the driver is broken; keep that a reason.
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| EngineError::new(ErrorKind::Device, "the CUDA driver failed while creating a context"))?
+            .map_err(|e| device_error("creating a context", e))?;
+        // One stream: cudarc's per-buffer events are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+        let (major, minor) = ctx.compute_capability().map_err(|e| device_error("reading the compute capability", e))?;
+        let description = format!("cuda:{ordinal} {name}, compute capability {major}.{minor}");
+        let (free, _) = ctx.mem_get_info().map_err(|e| device_error("reading free memory", e))?;
+        let capacity = capacity.max(1);
+        if corpus_bytes(capacity, dimension) + HEADROOM_BYTES > free {
+            return Err(too_large(capacity, dimension, free));
+        }
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| blas_error("starting cuBLAS", e))?;
+        let top_k = compile_kernels(&ctx, major, minor)?;
+        let vectors = stream.alloc_zeros::<f16>(capacity * dimension).map_err(|e| device_error("allocating the corpus", e))?;
+        let masked = stream.clone_htod(&vec![1u8; capacity]).map_err(|e| device_error("allocating the mask", e))?;
+        Ok(DeviceStore {
+            ctx,
+            stream,
+            blas,
+            top_k,
+            dimension,
+            slots: SlotMap::with_capacity(capacity),
+            vectors,
+            masked,
+            max_norm: 0.0,
+            scores: None,
+            description,
+            broken: None,
+        })
+    }
+
+    /// "cuda:0 NVIDIA H100 …, compute capability 9.0".
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Device memory the corpus holds now, in bytes.
+    pub fn resident_bytes(&self) -> usize {
+        corpus_bytes(self.slots.capacity(), self.dimension)
+    }
+
+    fn usable(&self) -> EngineResult<()> {
+        match &self.broken {
+            Some(why) => Err(EngineError::new(ErrorKind::Device, format!("the GPU corpus is unusable: {why}"))
+                .with_hint("open it again; until then the CPU path answers")),
+            None => Ok(()),
+        }
+    }
+
+    /// Run a device step; a failure leaves the store marked unusable.
+    fn step<T>(&mut self, result: EngineResult<T>) -> EngineResult<T> {
+        if let Err(e) = &result {
+            self.broken = Some(e.message.clone());
+        }
+        result
+    }
+
+    /// Store rows (an id already stored is overwritten in its slot): only
+    /// these rows travel to the device.
+    pub fn append(&mut self, ids: &[u64], vectors: &[f32]) -> EngineResult<()> {
+        self.usable()?;
+        let norm = check_rows(self.dimension, ids, vectors)?;
+        let (slots, grow) = self.slots.append_batch(ids);
+        if let Some(capacity) = grow {
+            let grown = self.grow(capacity);
+            self.step(grown)?;
+        }
+        let written = self.write_rows(&slots, vectors);
+        self.step(written)?;
+        self.max_norm = self.max_norm.max(norm);
+        Ok(())
+    }
+
+    fn grow(&mut self, capacity: usize) -> EngineResult<()> {
+        let d = self.dimension;
+        let (free, _) = self.ctx.mem_get_info().map_err(|e| device_error("reading free memory", e))?;
+        // Old and new matrices coexist during the copy.
+        if corpus_bytes(capacity, d) + HEADROOM_BYTES > free {
+            return Err(too_large(capacity, d, free + self.resident_bytes()));
+        }
+        let mut vectors = self.stream.alloc_zeros::<f16>(capacity * d).map_err(|e| device_error("growing the corpus", e))?;
+        let old_rows = self.vectors.len();
+        self.stream
+            .memcpy_dtod(&self.vectors, &mut vectors.slice_mut(..old_rows))
+            .map_err(|e| device_error("copying the corpus", e))?;
+        let mut masked = self.stream.clone_htod(&vec![1u8; capacity]).map_err(|e| device_error("growing the mask", e))?;
+        let old_slots = self.masked.len();
+        self.stream
+            .memcpy_dtod(&self.masked, &mut masked.slice_mut(..old_slots))
+            .map_err(|e| device_error("copying the mask", e))?;
+        self.vectors = vectors;
+        self.masked = masked;
+        Ok(())
+    }
+
+    fn write_rows(&mut self, slots: &[usize], vectors: &[f32]) -> EngineResult<()> {
+        let d = self.dimension;
+        for run in runs(slots) {
+            for start in (0..run.len).step_by(UPLOAD_ROWS) {
+                let len = UPLOAD_ROWS.min(run.len - start);
+                let first = run.first + start;
+                let half: Vec<f16> = vectors[first * d..(first + len) * d].iter().map(|x| f16::from_f32(*x)).collect();
+                let slot = run.slot + start;
+                self.stream
+                    .memcpy_htod(&half, &mut self.vectors.slice_mut(slot * d..(slot + len) * d))
+                    .map_err(|e| device_error("uploading rows", e))?;
+                self.stream
+                    .memcpy_htod(&vec![0u8; len], &mut self.masked.slice_mut(slot..slot + len))
+                    .map_err(|e| device_error("unmasking rows", e))?;
+            }
+        }
+        self.stream.synchronize().map_err(|e| device_error("uploading rows", e))
+    }
+
+    /// Remove rows: their slots are masked (one small copy per run of slots).
+    pub fn delete(&mut self, ids: &[u64]) -> EngineResult<()> {
+        self.usable()?;
+        let mut slots: Vec<usize> = ids.iter().filter_map(|&id| self.slots.delete(id)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let masked = (|| {
+            for run in runs(&slots) {
+                self.stream
+                    .memcpy_htod(&vec![1u8; run.len], &mut self.masked.slice_mut(run.slot..run.slot + run.len))
+                    .map_err(|e| device_error("masking rows", e))?;
+            }
+            self.stream.synchronize().map_err(|e| device_error("masking rows", e))
+        })();
+        self.step(masked)
+    }
+
+    /// One GEMM and the two top-k passes for `nq` queries (already float16
+    /// on the device); returns per query up to `wanted` (slot, score).
+    fn score_and_select(&mut self, queries: &CudaSlice<f16>, nq: usize, wanted: usize) -> EngineResult<Vec<Vec<(usize, f32)>>> {
+        let rows = self.slots.rows();
+        let d = self.dimension;
+        let kernels = self
+            .top_k
+            .iter()
+            .find(|t| Some(t.kmax) == variant_for(wanted))
+            .ok_or_else(|| EngineError::invalid(format!("{wanted} candidates asked for; at most {}", kernel::MAX_K)))?;
+        if self.scores.as_ref().is_none_or(|s| s.len() < rows * nq) {
+            self.scores = None; // free the old one first
+            let scores = unsafe { self.stream.alloc::<f32>(rows * nq) }.map_err(|e| device_error("allocating scores", e))?;
+            self.scores = Some(scores);
+        }
+        let scores = self.scores.as_mut().expect("allocated above");
+        {
+            // scores (rows × nq, column-major) = vectorsᵀ · queries.
+            let (a, _read_a) = self.vectors.device_ptr(&self.stream);
+            let (b, _read_b) = queries.device_ptr(&self.stream);
+            let (c, _write_c) = scores.device_ptr(&self.stream);
+            let (one, zero) = (1f32, 0f32);
+            unsafe {
+                blas::gemm_ex(
+                    *self.blas.handle(),
+                    blas_sys::cublasOperation_t::CUBLAS_OP_T,
+                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                    rows as i32,
+                    nq as i32,
+                    d as i32,
+                    &one as *const f32 as *const _,
+                    a as *const _,
+                    blas_sys::cudaDataType::CUDA_R_16F,
+                    d as i32,
+                    b as *const _,
+                    blas_sys::cudaDataType::CUDA_R_16F,
+                    d as i32,
+                    &zero as *const f32 as *const _,
+                    c as *mut _,
+                    blas_sys::cudaDataType::CUDA_R_32F,
+                    rows as i32,
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+                )
+            }
+            .map_err(|e| blas_error("scoring", e))?;
+        }
+        let blocks = kernel::blocks(rows, wanted);
+        let chunk = kernel::chunk(wanted);
+        let middle = nq * blocks * wanted;
+        let stream = &self.stream;
+        let alloc = |len: usize| unsafe { stream.alloc::<f32>(len) }.map_err(|e| device_error("allocating top-k space", e));
+        let alloc_ids = |len: usize| unsafe { stream.alloc::<i32>(len) }.map_err(|e| device_error("allocating top-k space", e));
+        let (mut mid_s, mut mid_id) = (alloc(middle)?, alloc_ids(middle)?);
+        let (mut out_s, mut out_id) = (alloc(nq * wanted)?, alloc_ids(nq * wanted)?);
+        let (ld, n, k, chunk_arg) = (rows as i64, rows as i32, wanted as i32, chunk as i32);
+        let block_dim = (kernel::THREADS, 1, 1);
+        unsafe {
+            stream
+                .launch_builder(&kernels.positions)
+                .arg(&*scores)
+                .arg(&ld)
+                .arg(&n)
+                .arg(&self.masked)
+                .arg(&k)
+                .arg(&chunk_arg)
+                .arg(&mut mid_s)
+                .arg(&mut mid_id)
+                .launch(LaunchConfig {
+                    grid_dim: (blocks as u32, nq as u32, 1),
+                    block_dim,
+                    shared_mem_bytes: 0,
+                })
+        }
+        .map_err(|e| device_error("selecting candidates (pass 1)", e))?;
+        let (ld2, n2) = ((blocks * wanted) as i64, (blocks * wanted) as i32);
+        unsafe {
+            stream
+                .launch_builder(&kernels.pairs)
+                .arg(&mid_s)
+                .arg(&mid_id)
+                .arg(&ld2)
+                .arg(&n2)
+                .arg(&k)
+                .arg(&mut out_s)
+                .arg(&mut out_id)
+                .launch(LaunchConfig {
+                    grid_dim: (1, nq as u32, 1),
+                    block_dim,
+                    shared_mem_bytes: 0,
+                })
+        }
+        .map_err(|e| device_error("selecting candidates (pass 2)", e))?;
+        let s = stream.clone_dtoh(&out_s).map_err(|e| device_error("reading candidates", e))?;
+        let ids = stream.clone_dtoh(&out_id).map_err(|e| device_error("reading candidates", e))?;
+        stream.synchronize().map_err(|e| device_error("reading candidates", e))?;
+        Ok((0..nq)
+            .map(|q| {
+                (q * wanted..(q + 1) * wanted)
+                    .filter(|&i| ids[i] >= 0)
+                    .map(|i| (ids[i] as usize, s[i]))
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn too_large(capacity: usize, dimension: usize, free: usize) -> EngineError {
+    EngineError::resources(format!(
+        "a corpus of {capacity} rows × {dimension} needs {:.2} GB on the GPU (float16) plus {:.1} GB headroom; {:.2} GB is free",
+        corpus_bytes(capacity, dimension) as f64 / 1e9,
+        HEADROOM_BYTES as f64 / 1e9,
+        free as f64 / 1e9
+    ))
+    .with_hint("the corpus is larger than GPU memory: inf_ir searches it on the CPU")
+}
+
+fn compile_kernels(ctx: &Arc<CudaContext>, major: i32, minor: i32) -> EngineResult<Vec<TopK>> {
+    // A virtual architecture: NVRTC emits PTX that the driver compiles for this device.
+    let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+    kernel::VARIANTS
+        .iter()
+        .map(|&kmax| {
+            let options = CompileOptions {
+                arch: Some(arch),
+                options: kernel::compile_defines(kmax),
+                ..Default::default()
+            };
+            let ptx = compile_ptx_with_opts(kernel::SOURCE, options)
+                .map_err(|e| EngineError::new(ErrorKind::Device, format!("NVRTC could not compile the top-k kernel: {e}")))?;
+            let module = ctx.load_module(ptx).map_err(|e| device_error("loading the top-k kernel", e))?;
+            Ok(TopK {
+                kmax,
+                positions: module.load_function("top_k_positions").map_err(|e| device_error("loading top_k_positions", e))?,
+                pairs: module.load_function("top_k_pairs").map_err(|e| device_error("loading top_k_pairs", e))?,
+            })
+        })
+        .collect()
+}
+
+impl CandidateSource for DeviceStore {
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn max_norm(&self) -> f32 {
+        self.max_norm
+    }
+
+    fn candidates(&mut self, queries: &[f32], wanted: usize) -> EngineResult<Vec<Vec<Candidate>>> {
+        self.usable()?;
+        let d = self.dimension;
+        let nq = queries.len() / d;
+        let rows = self.slots.rows();
+        if rows == 0 || nq == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        let per_gemm = (SCORE_BYTES / 4 / rows).clamp(1, 65_535);
+        let mut out = Vec::with_capacity(nq);
+        for first in (0..nq).step_by(per_gemm) {
+            let count = per_gemm.min(nq - first);
+            let half: Vec<f16> = queries[first * d..(first + count) * d].iter().map(|x| f16::from_f32(*x)).collect();
+            let on_device = self.stream.clone_htod(&half).map_err(|e| device_error("uploading queries", e));
+            let on_device = self.step(on_device)?;
+            let found = self.score_and_select(&on_device, count, wanted);
+            for per_query in self.step(found)? {
+                out.push(
+                    per_query
+                        .into_iter()
+                        .filter_map(|(slot, approx)| self.slots.id_at(slot).map(|id| Candidate { id, approx }))
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_gpu_opening_says_why() {
+        match DeviceStore::open(0, 384, 1000) {
+            // CI: no driver here, a reason and the CPU path.
+            Err(e) => {
+                assert!(matches!(e.kind, ErrorKind::Device | ErrorKind::OutOfMemory), "{e}");
+                assert!(!e.message.is_empty());
+            }
+            Ok(store) => assert!(store.description().starts_with("cuda:0 ")),
+        }
+        let Err(e) = DeviceStore::open(0, 0, 10) else { panic!("a zero dimension was accepted") };
+        assert!(e.message.contains("dimension"), "{e}");
+    }
+
+    #[test]
+    fn memory_figures_are_stated() {
+        assert_eq!(corpus_bytes(10_000_000, 384), 7_690_000_000);
+        let e = too_large(10_000_000, 384, 4_000_000_000);
+        assert!(e.message.contains("7.69 GB") && e.message.contains("4.00 GB is free"), "{e}");
+        assert_eq!(e.kind, ErrorKind::OutOfMemory);
+    }
+}
