@@ -19,7 +19,10 @@ use std::time::Instant;
 
 fn read_f32(path: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn p50(mut xs: Vec<f64>) -> f64 {
@@ -38,7 +41,10 @@ fn brute_force(rows: &[f32], live: &[bool], d: usize, q: &[f32], k: usize) -> Ve
                 s.spawn(move || {
                     let mut best: Vec<Scored> = (t * per..((t + 1) * per).min(n))
                         .filter(|&i| live[i])
-                        .map(|i| Scored { id: i as u64, score: dot(q, &rows[i * d..(i + 1) * d]) })
+                        .map(|i| Scored {
+                            id: i as u64,
+                            score: dot(q, &rows[i * d..(i + 1) * d]),
+                        })
                         .collect();
                     best.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
                     best.truncate(k);
@@ -98,7 +104,10 @@ fn main() {
     let mut rows = read_f32(&need("--rows"));
     let queries = read_f32(&need("--queries"));
     let (n, nq) = (rows.len() / d, queries.len() / d);
-    eprintln!("read {n} rows and {nq} queries of {d} in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "read {n} rows and {nq} queries of {d} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let mut source = if emulate {
         Source::Emulated(EmulatedSource::new(d, n))
@@ -127,7 +136,12 @@ fn main() {
     eprintln!("uploaded in {upload_s:.2} s");
 
     // Correctness: every query, in batches of 32.
-    let exact_of = |rows: &[f32], q: usize, id: u64| Some(dot(&queries[q * d..(q + 1) * d], &rows[id as usize * d..(id as usize + 1) * d]));
+    let exact_of = |rows: &[f32], q: usize, id: u64| {
+        Some(dot(
+            &queries[q * d..(q + 1) * d],
+            &rows[id as usize * d..(id as usize + 1) * d],
+        ))
+    };
     let mut answers: Vec<Option<Vec<Scored>>> = Vec::with_capacity(nq);
     let checked = Instant::now();
     for first in (0..nq).step_by(32) {
@@ -168,7 +182,10 @@ fn main() {
         let first = (round * 32) % nq.saturating_sub(31).max(1);
         let last = (first + 32).min(nq);
         let t = Instant::now();
-        exact_search(source.search(), &queries[first * d..last * d], k, |q, id| exact_of(&rows, first + q, id)).expect("search");
+        exact_search(source.search(), &queries[first * d..last * d], k, |q, id| {
+            exact_of(&rows, first + q, id)
+        })
+        .expect("search");
         batch.push(t.elapsed().as_secs_f64() * 1e3);
     }
 
@@ -177,7 +194,9 @@ fn main() {
     // against the CPU brute force.
     let deleted: Vec<u64> = (0..n as u64).step_by(97).collect();
     let appended_ids: Vec<u64> = (n as u64..n as u64 + 1000).collect();
-    let appended: Vec<f32> = (0..1000).flat_map(|i| queries[(i % nq) * d..(i % nq + 1) * d].to_vec()).collect();
+    let appended: Vec<f32> = (0..1000)
+        .flat_map(|i| queries[(i % nq) * d..(i % nq + 1) * d].to_vec())
+        .collect();
     let updated = Instant::now();
     source.delete(&deleted);
     source.append(&appended_ids, &appended);

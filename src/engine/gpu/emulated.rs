@@ -47,7 +47,10 @@ impl EmulatedSource {
         }
         for (row, &slot) in slots.iter().enumerate() {
             let target = &mut self.vectors[slot * d..(slot + 1) * d];
-            target.iter_mut().zip(&vectors[row * d..(row + 1) * d]).for_each(|(t, v)| *t = f16::from_f32(*v));
+            target
+                .iter_mut()
+                .zip(&vectors[row * d..(row + 1) * d])
+                .for_each(|(t, v)| *t = f16::from_f32(*v));
             self.masked[slot] = 0;
         }
         self.max_norm = self.max_norm.max(norm);

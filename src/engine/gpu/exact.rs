@@ -98,7 +98,9 @@ mod tests {
     fn corpus(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut state = seed;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
         let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -114,7 +116,11 @@ mod tests {
     }
 
     fn brute_force(rows: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u64> {
-        let mut all: Vec<(u64, f32)> = rows.iter().enumerate().map(|(i, x)| (i as u64, exact_dot(q, x))).collect();
+        let mut all: Vec<(u64, f32)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i as u64, exact_dot(q, x)))
+            .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         all.into_iter().take(k).map(|(i, _)| i).collect()
     }
@@ -136,7 +142,8 @@ mod tests {
             tries += 1;
             let all = wanted >= rows.len();
             let take = &order[..wanted.min(rows.len())];
-            if let Outcome::Exact(found) = exact_top_k(take, all, k, bound, |id| Some(exact_dot(q, &rows[id as usize]))) {
+            if let Outcome::Exact(found) = exact_top_k(take, all, k, bound, |id| Some(exact_dot(q, &rows[id as usize])))
+            {
                 return (found.iter().map(|s| s.id).collect(), tries);
             }
             wanted *= 4;
@@ -148,7 +155,10 @@ mod tests {
         let rows = corpus(3000, 96, 7);
         let bound = fp16_error_bound(96, 1.0, 1.0);
         let q = rows[5].clone();
-        let worst = rows.iter().map(|x| (approx(&q, x) - exact_dot(&q, x)).abs()).fold(0.0, f32::max);
+        let worst = rows
+            .iter()
+            .map(|x| (approx(&q, x) - exact_dot(&q, x)).abs())
+            .fold(0.0, f32::max);
         assert!(worst <= bound, "worst {worst} > bound {bound}");
         assert!(bound < 2e-3);
     }
@@ -189,8 +199,11 @@ mod tests {
         // The top 2 with only 2 candidates cannot be proved: the 3rd could be within the bound.
         assert_eq!(exact_top_k(&order[..2], false, 2, bound, exact), Outcome::NeedMore);
         // Fewer visible rows than k among the candidates: more are needed too.
-        assert_eq!(exact_top_k(&order[..5], false, 5, bound, |id| (id % 2 == 0).then(|| exact(id).unwrap())),
-                   Outcome::NeedMore);
+        assert_eq!(
+            exact_top_k(&order[..5], false, 5, bound, |id| (id % 2 == 0)
+                .then(|| exact(id).unwrap())),
+            Outcome::NeedMore
+        );
         // Every vector a candidate: exact whatever the bound.
         assert!(matches!(exact_top_k(&order, true, 2, bound, exact), Outcome::Exact(v) if v.len() == 2));
         // Deleted or invisible rows are skipped; all of them visible-checked.

@@ -48,8 +48,10 @@ pub fn exact_search<S: CandidateSource + ?Sized>(
         )));
     }
     if let Some(bad) = queries.iter().position(|x| !x.is_finite()) {
-        return Err(EngineError::invalid(format!("query {} holds a NaN or infinite value", bad / d))
-            .with_hint("embed the query again; a vector with NaN or infinity cannot be ranked"));
+        return Err(
+            EngineError::invalid(format!("query {} holds a NaN or infinite value", bad / d))
+                .with_hint("embed the query again; a vector with NaN or infinity cannot be ranked"),
+        );
     }
     let nq = queries.len() / d;
     let mut results: Vec<Option<Vec<Scored>>> = vec![None; nq];
@@ -68,7 +70,10 @@ pub fn exact_search<S: CandidateSource + ?Sized>(
     let mut pending: Vec<usize> = (0..nq).collect();
     let mut wanted = first_ask(k);
     while !pending.is_empty() {
-        let batch: Vec<f32> = pending.iter().flat_map(|&q| queries[q * d..(q + 1) * d].iter().copied()).collect();
+        let batch: Vec<f32> = pending
+            .iter()
+            .flat_map(|&q| queries[q * d..(q + 1) * d].iter().copied())
+            .collect();
         let found = source.candidates(&batch, wanted)?;
         let mut still = Vec::new();
         for (&q, candidates) in pending.iter().zip(&found) {
@@ -101,11 +106,16 @@ pub fn check_rows(dimension: usize, ids: &[u64], vectors: &[f32]) -> EngineResul
     let mut max_norm = 0f32;
     for (row, v) in vectors.chunks_exact(dimension.max(1)).enumerate() {
         if v.iter().any(|x| !x.is_finite()) {
-            return Err(EngineError::invalid(format!("row {} holds a NaN or infinite value", ids[row])));
+            return Err(EngineError::invalid(format!(
+                "row {} holds a NaN or infinite value",
+                ids[row]
+            )));
         }
         if v.iter().any(|x| x.abs() > 65504.0) {
-            return Err(EngineError::invalid(format!("row {} holds a value beyond float16's range (65504)", ids[row]))
-                .with_hint("the device stores vectors in float16; normalise the embeddings"));
+            return Err(
+                EngineError::invalid(format!("row {} holds a value beyond float16's range (65504)", ids[row]))
+                    .with_hint("the device stores vectors in float16; normalise the embeddings"),
+            );
         }
         max_norm = max_norm.max(v.iter().map(|x| x * x).sum::<f32>().sqrt());
     }
@@ -123,7 +133,9 @@ mod tests {
         for _ in 0..n {
             let v: Vec<f32> = (0..d)
                 .map(|_| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
                 })
                 .collect();
@@ -138,7 +150,13 @@ mod tests {
     }
 
     fn brute_force(corpus: &[(u64, Vec<f32>)], q: &[f32], k: usize) -> Vec<Scored> {
-        let mut all: Vec<Scored> = corpus.iter().map(|(id, v)| Scored { id: *id, score: dot(q, v) }).collect();
+        let mut all: Vec<Scored> = corpus
+            .iter()
+            .map(|(id, v)| Scored {
+                id: *id,
+                score: dot(q, v),
+            })
+            .collect();
         all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         all.truncate(k);
         all
@@ -185,10 +203,15 @@ mod tests {
         let q = data[..d].to_vec();
         // Only every 10th row is visible: the first ask (42) cannot fill 10.
         let visible = |id: u64| id % 10 == 0;
-        let got = exact_search(&mut source, &q, 10, |_, id| visible(id).then(|| dot(&q, &data[id as usize * d..][..d])))
-            .unwrap();
-        let corpus: Vec<(u64, Vec<f32>)> =
-            ids.iter().filter(|id| visible(**id)).map(|&id| (id, data[id as usize * d..][..d].to_vec())).collect();
+        let got = exact_search(&mut source, &q, 10, |_, id| {
+            visible(id).then(|| dot(&q, &data[id as usize * d..][..d]))
+        })
+        .unwrap();
+        let corpus: Vec<(u64, Vec<f32>)> = ids
+            .iter()
+            .filter(|id| visible(**id))
+            .map(|&id| (id, data[id as usize * d..][..d].to_vec()))
+            .collect();
         assert_eq!(got[0].as_ref().unwrap(), &brute_force(&corpus, &q, 10));
         assert_eq!(source.asks, 2); // 42, then 168: all 100 rows
     }
@@ -202,14 +225,23 @@ mod tests {
         let ids: Vec<u64> = (0..400).collect();
         let mut source = EmulatedSource::new(d, 8);
         source.append(&ids, &data).unwrap();
-        let got = exact_search(&mut source, &one, 10, |_, id| Some(dot(&one, &data[id as usize * d..][..d]))).unwrap();
+        let got = exact_search(&mut source, &one, 10, |_, id| {
+            Some(dot(&one, &data[id as usize * d..][..d]))
+        })
+        .unwrap();
         assert_eq!(got, vec![None]);
         let got = exact_search(&mut source, &one, MAX_K + 1, |_, _| Some(0.0)).unwrap();
         assert_eq!(got, vec![None]);
         // Every row a candidate (fewer rows than asked): exact, ties by id.
         source.delete(&(10..400).collect::<Vec<u64>>());
-        let got = exact_search(&mut source, &one, 3, |_, id| Some(dot(&one, &data[id as usize * d..][..d]))).unwrap();
-        assert_eq!(got[0].as_ref().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), vec![0, 1, 2]);
+        let got = exact_search(&mut source, &one, 3, |_, id| {
+            Some(dot(&one, &data[id as usize * d..][..d]))
+        })
+        .unwrap();
+        assert_eq!(
+            got[0].as_ref().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
@@ -228,6 +260,9 @@ mod tests {
         assert!(e.message.contains("NaN or infinite"), "{e}");
         // An empty corpus or k = 0: empty answers, not None.
         let mut empty = EmulatedSource::new(4, 8);
-        assert_eq!(exact_search(&mut empty, &[1.0; 4], 5, |_, _| None).unwrap(), vec![Some(vec![])]);
+        assert_eq!(
+            exact_search(&mut empty, &[1.0; 4], 5, |_, _| None).unwrap(),
+            vec![Some(vec![])]
+        );
     }
 }

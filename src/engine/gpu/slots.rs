@@ -174,9 +174,34 @@ mod tests {
         assert_eq!((slots.clone(), grow), (vec![1, 3, 4, 5, 6], Some(8)));
         assert_eq!(
             runs(&slots),
-            vec![Run { first: 0, slot: 1, len: 1 }, Run { first: 1, slot: 3, len: 4 }]
+            vec![
+                Run {
+                    first: 0,
+                    slot: 1,
+                    len: 1
+                },
+                Run {
+                    first: 1,
+                    slot: 3,
+                    len: 4
+                }
+            ]
         );
         assert_eq!(runs(&[]), vec![]);
-        assert_eq!(runs(&[5, 4]), vec![Run { first: 0, slot: 5, len: 1 }, Run { first: 1, slot: 4, len: 1 }]);
+        assert_eq!(
+            runs(&[5, 4]),
+            vec![
+                Run {
+                    first: 0,
+                    slot: 5,
+                    len: 1
+                },
+                Run {
+                    first: 1,
+                    slot: 4,
+                    len: 1
+                }
+            ]
+        );
     }
 }

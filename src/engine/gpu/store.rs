@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use half::f16;
 
@@ -97,7 +99,9 @@ impl DeviceStore {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-        let (major, minor) = ctx.compute_capability().map_err(|e| device_error("reading the compute capability", e))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| device_error("reading the compute capability", e))?;
         let description = format!("cuda:{ordinal} {name}, compute capability {major}.{minor}");
         let (free, _) = ctx.mem_get_info().map_err(|e| device_error("reading free memory", e))?;
         let capacity = capacity.max(1);
@@ -106,8 +110,12 @@ impl DeviceStore {
         }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| blas_error("starting cuBLAS", e))?;
         let top_k = compile_kernels(&ctx, major, minor)?;
-        let vectors = stream.alloc_zeros::<f16>(capacity * dimension).map_err(|e| device_error("allocating the corpus", e))?;
-        let masked = stream.clone_htod(&vec![1u8; capacity]).map_err(|e| device_error("allocating the mask", e))?;
+        let vectors = stream
+            .alloc_zeros::<f16>(capacity * dimension)
+            .map_err(|e| device_error("allocating the corpus", e))?;
+        let masked = stream
+            .clone_htod(&vec![1u8; capacity])
+            .map_err(|e| device_error("allocating the mask", e))?;
         Ok(DeviceStore {
             ctx,
             stream,
@@ -136,8 +144,10 @@ impl DeviceStore {
 
     fn usable(&self) -> EngineResult<()> {
         match &self.broken {
-            Some(why) => Err(EngineError::new(ErrorKind::Device, format!("the GPU corpus is unusable: {why}"))
-                .with_hint("open it again; until then the CPU path answers")),
+            Some(why) => Err(
+                EngineError::new(ErrorKind::Device, format!("the GPU corpus is unusable: {why}"))
+                    .with_hint("open it again; until then the CPU path answers"),
+            ),
             None => Ok(()),
         }
     }
@@ -168,17 +178,26 @@ impl DeviceStore {
 
     fn grow(&mut self, capacity: usize) -> EngineResult<()> {
         let d = self.dimension;
-        let (free, _) = self.ctx.mem_get_info().map_err(|e| device_error("reading free memory", e))?;
+        let (free, _) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| device_error("reading free memory", e))?;
         // Old and new matrices coexist during the copy.
         if corpus_bytes(capacity, d) + HEADROOM_BYTES > free {
             return Err(too_large(capacity, d, free + self.resident_bytes()));
         }
-        let mut vectors = self.stream.alloc_zeros::<f16>(capacity * d).map_err(|e| device_error("growing the corpus", e))?;
+        let mut vectors = self
+            .stream
+            .alloc_zeros::<f16>(capacity * d)
+            .map_err(|e| device_error("growing the corpus", e))?;
         let old_rows = self.vectors.len();
         self.stream
             .memcpy_dtod(&self.vectors, &mut vectors.slice_mut(..old_rows))
             .map_err(|e| device_error("copying the corpus", e))?;
-        let mut masked = self.stream.clone_htod(&vec![1u8; capacity]).map_err(|e| device_error("growing the mask", e))?;
+        let mut masked = self
+            .stream
+            .clone_htod(&vec![1u8; capacity])
+            .map_err(|e| device_error("growing the mask", e))?;
         let old_slots = self.masked.len();
         self.stream
             .memcpy_dtod(&self.masked, &mut masked.slice_mut(..old_slots))
@@ -194,7 +213,10 @@ impl DeviceStore {
             for start in (0..run.len).step_by(UPLOAD_ROWS) {
                 let len = UPLOAD_ROWS.min(run.len - start);
                 let first = run.first + start;
-                let half: Vec<f16> = vectors[first * d..(first + len) * d].iter().map(|x| f16::from_f32(*x)).collect();
+                let half: Vec<f16> = vectors[first * d..(first + len) * d]
+                    .iter()
+                    .map(|x| f16::from_f32(*x))
+                    .collect();
                 let slot = run.slot + start;
                 self.stream
                     .memcpy_htod(&half, &mut self.vectors.slice_mut(slot * d..(slot + len) * d))
@@ -216,7 +238,10 @@ impl DeviceStore {
         let masked = (|| {
             for run in runs(&slots) {
                 self.stream
-                    .memcpy_htod(&vec![1u8; run.len], &mut self.masked.slice_mut(run.slot..run.slot + run.len))
+                    .memcpy_htod(
+                        &vec![1u8; run.len],
+                        &mut self.masked.slice_mut(run.slot..run.slot + run.len),
+                    )
                     .map_err(|e| device_error("masking rows", e))?;
             }
             self.stream.synchronize().map_err(|e| device_error("masking rows", e))
@@ -226,7 +251,12 @@ impl DeviceStore {
 
     /// One GEMM and the two top-k passes for `nq` queries (already float16
     /// on the device); returns per query up to `wanted` (slot, score).
-    fn score_and_select(&mut self, queries: &CudaSlice<f16>, nq: usize, wanted: usize) -> EngineResult<Vec<Vec<(usize, f32)>>> {
+    fn score_and_select(
+        &mut self,
+        queries: &CudaSlice<f16>,
+        nq: usize,
+        wanted: usize,
+    ) -> EngineResult<Vec<Vec<(usize, f32)>>> {
         let rows = self.slots.rows();
         let d = self.dimension;
         let kernels = self
@@ -236,7 +266,8 @@ impl DeviceStore {
             .ok_or_else(|| EngineError::invalid(format!("{wanted} candidates asked for; at most {}", kernel::MAX_K)))?;
         if self.scores.as_ref().is_none_or(|s| s.len() < rows * nq) {
             self.scores = None; // free the old one first
-            let scores = unsafe { self.stream.alloc::<f32>(rows * nq) }.map_err(|e| device_error("allocating scores", e))?;
+            let scores =
+                unsafe { self.stream.alloc::<f32>(rows * nq) }.map_err(|e| device_error("allocating scores", e))?;
             self.scores = Some(scores);
         }
         let scores = self.scores.as_mut().expect("allocated above");
@@ -275,8 +306,10 @@ impl DeviceStore {
         let chunk = kernel::chunk(wanted);
         let middle = nq * blocks * wanted;
         let stream = &self.stream;
-        let alloc = |len: usize| unsafe { stream.alloc::<f32>(len) }.map_err(|e| device_error("allocating top-k space", e));
-        let alloc_ids = |len: usize| unsafe { stream.alloc::<i32>(len) }.map_err(|e| device_error("allocating top-k space", e));
+        let alloc =
+            |len: usize| unsafe { stream.alloc::<f32>(len) }.map_err(|e| device_error("allocating top-k space", e));
+        let alloc_ids =
+            |len: usize| unsafe { stream.alloc::<i32>(len) }.map_err(|e| device_error("allocating top-k space", e));
         let (mut mid_s, mut mid_id) = (alloc(middle)?, alloc_ids(middle)?);
         let (mut out_s, mut out_id) = (alloc(nq * wanted)?, alloc_ids(nq * wanted)?);
         let (ld, n, k, chunk_arg) = (rows as i64, rows as i32, wanted as i32, chunk as i32);
@@ -317,9 +350,15 @@ impl DeviceStore {
                 })
         }
         .map_err(|e| device_error("selecting candidates (pass 2)", e))?;
-        let s = stream.clone_dtoh(&out_s).map_err(|e| device_error("reading candidates", e))?;
-        let ids = stream.clone_dtoh(&out_id).map_err(|e| device_error("reading candidates", e))?;
-        stream.synchronize().map_err(|e| device_error("reading candidates", e))?;
+        let s = stream
+            .clone_dtoh(&out_s)
+            .map_err(|e| device_error("reading candidates", e))?;
+        let ids = stream
+            .clone_dtoh(&out_id)
+            .map_err(|e| device_error("reading candidates", e))?;
+        stream
+            .synchronize()
+            .map_err(|e| device_error("reading candidates", e))?;
         Ok((0..nq)
             .map(|q| {
                 (q * wanted..(q + 1) * wanted)
@@ -352,13 +391,23 @@ fn compile_kernels(ctx: &Arc<CudaContext>, major: i32, minor: i32) -> EngineResu
                 options: kernel::compile_defines(kmax),
                 ..Default::default()
             };
-            let ptx = compile_ptx_with_opts(kernel::SOURCE, options)
-                .map_err(|e| EngineError::new(ErrorKind::Device, format!("NVRTC could not compile the top-k kernel: {e}")))?;
-            let module = ctx.load_module(ptx).map_err(|e| device_error("loading the top-k kernel", e))?;
+            let ptx = compile_ptx_with_opts(kernel::SOURCE, options).map_err(|e| {
+                EngineError::new(
+                    ErrorKind::Device,
+                    format!("NVRTC could not compile the top-k kernel: {e}"),
+                )
+            })?;
+            let module = ctx
+                .load_module(ptx)
+                .map_err(|e| device_error("loading the top-k kernel", e))?;
             Ok(TopK {
                 kmax,
-                positions: module.load_function("top_k_positions").map_err(|e| device_error("loading top_k_positions", e))?,
-                pairs: module.load_function("top_k_pairs").map_err(|e| device_error("loading top_k_pairs", e))?,
+                positions: module
+                    .load_function("top_k_positions")
+                    .map_err(|e| device_error("loading top_k_positions", e))?,
+                pairs: module
+                    .load_function("top_k_pairs")
+                    .map_err(|e| device_error("loading top_k_pairs", e))?,
             })
         })
         .collect()
@@ -389,8 +438,14 @@ impl CandidateSource for DeviceStore {
         let mut out = Vec::with_capacity(nq);
         for first in (0..nq).step_by(per_gemm) {
             let count = per_gemm.min(nq - first);
-            let half: Vec<f16> = queries[first * d..(first + count) * d].iter().map(|x| f16::from_f32(*x)).collect();
-            let on_device = self.stream.clone_htod(&half).map_err(|e| device_error("uploading queries", e));
+            let half: Vec<f16> = queries[first * d..(first + count) * d]
+                .iter()
+                .map(|x| f16::from_f32(*x))
+                .collect();
+            let on_device = self
+                .stream
+                .clone_htod(&half)
+                .map_err(|e| device_error("uploading queries", e));
             let on_device = self.step(on_device)?;
             let found = self.score_and_select(&on_device, count, wanted);
             for per_query in self.step(found)? {
@@ -420,7 +475,9 @@ mod tests {
             }
             Ok(store) => assert!(store.description().starts_with("cuda:0 ")),
         }
-        let Err(e) = DeviceStore::open(0, 0, 10) else { panic!("a zero dimension was accepted") };
+        let Err(e) = DeviceStore::open(0, 0, 10) else {
+            panic!("a zero dimension was accepted")
+        };
         assert!(e.message.contains("dimension"), "{e}");
     }
 
@@ -428,7 +485,10 @@ mod tests {
     fn memory_figures_are_stated() {
         assert_eq!(corpus_bytes(10_000_000, 384), 7_690_000_000);
         let e = too_large(10_000_000, 384, 4_000_000_000);
-        assert!(e.message.contains("7.69 GB") && e.message.contains("4.00 GB is free"), "{e}");
+        assert!(
+            e.message.contains("7.69 GB") && e.message.contains("4.00 GB is free"),
+            "{e}"
+        );
         assert_eq!(e.kind, ErrorKind::OutOfMemory);
     }
 }

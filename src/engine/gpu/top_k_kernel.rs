@@ -75,7 +75,12 @@ mod tests {
         let binary = dir.join("harness");
         let kernels = concat!(env!("CARGO_MANIFEST_DIR"), "/src/engine/gpu/kernels");
         let built = Command::new("c++")
-            .args(["-O1", "-std=c++17", &format!("-DKMAX={kmax}"), &format!("-DTHREADS_MAX={threads}")])
+            .args([
+                "-O1",
+                "-std=c++17",
+                &format!("-DKMAX={kmax}"),
+                &format!("-DTHREADS_MAX={threads}"),
+            ])
             .arg(format!("-I{kernels}"))
             .arg(format!("{kernels}/cpu_harness.cpp"))
             .arg("-o")
@@ -88,7 +93,16 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_harness(binary: &PathBuf, scores: &[f32], nq: usize, n: usize, masked: &[u8], k: usize, threads: usize, chunk: usize) -> Vec<Vec<(f32, i32)>> {
+    fn run_harness(
+        binary: &PathBuf,
+        scores: &[f32],
+        nq: usize,
+        n: usize,
+        masked: &[u8],
+        k: usize,
+        threads: usize,
+        chunk: usize,
+    ) -> Vec<Vec<(f32, i32)>> {
         let dir = binary.parent().unwrap();
         let (input, output) = (dir.join("in.bin"), dir.join("out.bin"));
         let mut bytes = Vec::new();
@@ -98,13 +112,26 @@ mod tests {
         scores.iter().for_each(|s| bytes.extend(s.to_le_bytes()));
         bytes.extend(masked);
         std::fs::write(&input, bytes).unwrap();
-        assert!(Command::new(binary).arg(&input).arg(&output).status().unwrap().success());
+        assert!(Command::new(binary)
+            .arg(&input)
+            .arg(&output)
+            .status()
+            .unwrap()
+            .success());
         let out = std::fs::read(&output).unwrap();
         let pairs: Vec<(f32, i32)> = out
             .chunks_exact(8)
-            .map(|c| (f32::from_le_bytes(c[0..4].try_into().unwrap()), i32::from_le_bytes(c[4..8].try_into().unwrap())))
+            .map(|c| {
+                (
+                    f32::from_le_bytes(c[0..4].try_into().unwrap()),
+                    i32::from_le_bytes(c[4..8].try_into().unwrap()),
+                )
+            })
             .collect();
-        pairs.chunks(k).map(|c| c.iter().copied().filter(|p| p.1 >= 0).collect()).collect()
+        pairs
+            .chunks(k)
+            .map(|c| c.iter().copied().filter(|p| p.1 >= 0).collect())
+            .collect()
     }
 
     #[test]
@@ -119,7 +146,9 @@ mod tests {
         let (nq, n) = (3, 2000);
         let mut state = 99u64;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
         // Scores from few values: many exact ties, decided by the smaller position.
