@@ -10,6 +10,7 @@
 
 pub mod device;
 pub mod emulated;
+pub mod encoder;
 pub mod exact;
 pub mod search;
 pub mod slots;

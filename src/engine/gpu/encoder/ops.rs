@@ -1,0 +1,78 @@
+//! The operations an encoder's forward pass is made of, over a backend's
+//! buffers (host vectors on the CPU, device memory on a GPU). Layouts are
+//! row-major; a batch is right-padded to its longest text, `lengths` says
+//! how many rows of each sequence are real.
+
+use crate::engine::error::EngineResult;
+use crate::engine::Pooling;
+
+pub trait EncoderOps {
+    type Buf;
+
+    /// Weights or inputs from the host (the backend picks its precision).
+    fn upload(&mut self, values: &[f32]) -> EngineResult<Self::Buf>;
+
+    /// Row i = word[ids[i]] + position[positions[i]] + token_type[types[i]], `hidden` wide.
+    #[allow(clippy::too_many_arguments)]
+    fn embed(
+        &mut self,
+        word: &Self::Buf,
+        position: &Self::Buf,
+        token_type: &Self::Buf,
+        hidden: usize,
+        ids: &[u32],
+        positions: &[u32],
+        types: &[u32],
+    ) -> EngineResult<Self::Buf>;
+
+    /// x [rows, inputs] · wᵀ + b, with w [outputs, inputs] (the checkpoint's layout).
+    fn linear(
+        &mut self,
+        x: &Self::Buf,
+        rows: usize,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        inputs: usize,
+        outputs: usize,
+    ) -> EngineResult<Self::Buf>;
+
+    /// Per row: LayerNorm(x + residual) · gamma + beta.
+    #[allow(clippy::too_many_arguments)]
+    fn add_layer_norm(
+        &mut self,
+        x: &Self::Buf,
+        residual: Option<&Self::Buf>,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> EngineResult<Self::Buf>;
+
+    /// GELU in place over the first `len` values (erf, or tanh's approximation).
+    fn gelu(&mut self, x: &mut Self::Buf, len: usize, tanh: bool) -> EngineResult<()>;
+
+    /// Self-attention without masking of future tokens: `qkv` is
+    /// [batch·seq, 3·heads·head_dim] (queries, keys, values side by side);
+    /// keys past `lengths[b]` are masked. Returns [batch·seq, heads·head_dim].
+    fn attention(
+        &mut self,
+        qkv: &Self::Buf,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        lengths: &[usize],
+    ) -> EngineResult<Self::Buf>;
+
+    /// One pooled, L2-normalised vector per sequence, on the host.
+    fn pool(
+        &mut self,
+        x: &Self::Buf,
+        batch: usize,
+        seq: usize,
+        hidden: usize,
+        lengths: &[usize],
+        pooling: Pooling,
+    ) -> EngineResult<Vec<Vec<f32>>>;
+}
