@@ -8,7 +8,7 @@ use inf_ir::engine::gpu::encoder::cpu_ops::CpuOps;
 use inf_ir::engine::{BatchOptions, EmbedInput, EmbeddingModel, NeverInterrupt, RuntimeOptions};
 
 mod common;
-use common::{library, minilm_spec};
+use common::{encoder_harness, library, minilm_spec};
 
 #[test]
 fn bert_forward_matches_onnx_runtime_on_minilm() {
@@ -45,5 +45,43 @@ fn bert_forward_matches_onnx_runtime_on_minilm() {
         let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
         // 2e-7 seen here; the tanh GELU in place of erf gives 1.6e-4.
         assert!(worst < 1e-5, "input {i}: largest difference {worst}");
+    }
+}
+
+/// The device's forward pass (its kernels run on the CPU, its GEMMs from
+/// the same cuBLAS parameters, float16 activations) against ONNX Runtime.
+#[test]
+fn device_kernels_and_layouts_match_onnx_runtime_on_minilm() {
+    let Some((spec, dir)) = minilm_spec() else { return };
+    let Some(mut ops) = encoder_harness::HarnessOps::build() else {
+        eprintln!("skipped: no C++ compiler (c++) to run the kernels on the CPU");
+        return;
+    };
+    let pooling = spec.pooling;
+    let model = EmbeddingModel::load(
+        spec,
+        &RuntimeOptions {
+            library: library(),
+            intra_threads: 2,
+        },
+    )
+    .unwrap();
+    let inputs = [
+        EmbedInput::Passage("Aspirin lowers the risk of a second heart attack."),
+        EmbedInput::Query {
+            instruction: Some("not about dosage"),
+            query: "aspirin heart",
+        },
+    ];
+    let tokenized: Vec<_> = inputs.iter().map(|i| model.tokenize(i).unwrap()).collect();
+    let reference = model
+        .embed_tokenized(&tokenized, BatchOptions::default(), &NeverInterrupt)
+        .unwrap();
+    let bert = Bert::load(&dir, pooling, &mut ops).unwrap();
+    let ours = bert.forward(&mut ops, &tokenized.iter().collect::<Vec<_>>()).unwrap();
+    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        let cosine: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        eprintln!("input {i}: cosine {cosine}");
+        assert!(cosine > 0.999, "input {i}: cosine {cosine}");
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test crate uses part of it
 
+pub mod encoder_harness;
+
 use inf_ir::engine::embed::model_folder;
 use inf_ir::engine::ModelSpec;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::ops::EncoderOps;
+use super::ops::{Activation, EncoderOps};
 use super::safetensors::SafeTensors;
 use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::error::{EngineError, EngineResult};
@@ -22,8 +22,8 @@ pub struct BertConfig {
     pub max_positions: usize,
     pub type_vocab: usize,
     pub eps: f32,
-    /// "gelu_new" / "gelu_pytorch_tanh": the tanh approximation; "gelu": erf.
-    pub gelu_tanh: bool,
+    /// The feed-forward activation: "gelu" (erf) or its tanh approximation.
+    pub activation: Activation,
 }
 
 impl BertConfig {
@@ -45,9 +45,9 @@ impl BertConfig {
                 .ok_or_else(|| EngineError::files(format!("config.json has no positive {key}")))
         };
         let act = v["hidden_act"].as_str().unwrap_or("gelu");
-        let gelu_tanh = match act {
-            "gelu" => false,
-            "gelu_new" | "gelu_pytorch_tanh" => true,
+        let activation = match act {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
             other => {
                 return Err(EngineError::files(format!(
                     "hidden_act {other:?} is not supported (gelu, gelu_new)"
@@ -63,7 +63,7 @@ impl BertConfig {
             max_positions: number("max_position_embeddings")?,
             type_vocab: v["type_vocab_size"].as_u64().unwrap_or(2).max(1) as usize,
             eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
-            gelu_tanh,
+            activation,
         };
         if !config.hidden.is_multiple_of(config.heads) {
             return Err(EngineError::files(format!(
@@ -230,9 +230,9 @@ impl<B> Bert<B> {
         )?;
         let mut x = ops.add_layer_norm(&embedded, None, &self.embed_norm_g, &self.embed_norm_b, rows, h, c.eps)?;
         for layer in &self.layers {
-            let qkv = ops.linear(&x, rows, &layer.qkv_w, &layer.qkv_b, h, 3 * h)?;
+            let qkv = ops.linear(&x, rows, &layer.qkv_w, &layer.qkv_b, h, 3 * h, Activation::None)?;
             let context = ops.attention(&qkv, batch, seq, c.heads, c.head_dim(), &lengths)?;
-            let projected = ops.linear(&context, rows, &layer.out_w, &layer.out_b, h, h)?;
+            let projected = ops.linear(&context, rows, &layer.out_w, &layer.out_b, h, h, Activation::None)?;
             x = ops.add_layer_norm(
                 &projected,
                 Some(&x),
@@ -242,9 +242,16 @@ impl<B> Bert<B> {
                 h,
                 c.eps,
             )?;
-            let mut up = ops.linear(&x, rows, &layer.up_w, &layer.up_b, h, c.intermediate)?;
-            ops.gelu(&mut up, rows * c.intermediate, c.gelu_tanh)?;
-            let down = ops.linear(&up, rows, &layer.down_w, &layer.down_b, c.intermediate, h)?;
+            let up = ops.linear(&x, rows, &layer.up_w, &layer.up_b, h, c.intermediate, c.activation)?;
+            let down = ops.linear(
+                &up,
+                rows,
+                &layer.down_w,
+                &layer.down_b,
+                c.intermediate,
+                h,
+                Activation::None,
+            )?;
             x = ops.add_layer_norm(&down, Some(&x), &layer.out_norm_g, &layer.out_norm_b, rows, h, c.eps)?;
         }
         ops.pool(&x, batch, seq, h, &lengths, self.pooling)

@@ -3,7 +3,7 @@
 //! checked against ONNX Runtime on the same weights (tests/gpu_encoder.rs).
 //! Not a serving path: ONNX Runtime embeds on the CPU.
 
-use super::ops::EncoderOps;
+use super::ops::{Activation, EncoderOps};
 use crate::engine::embed::pooling::l2_normalize;
 use crate::engine::error::EngineResult;
 use crate::engine::simd::dot;
@@ -34,6 +34,18 @@ fn erf_f64(x: f64) -> f64 {
         1.0 - r
     } else {
         r - 1.0
+    }
+}
+
+/// GELU by its definition (erf), or its tanh approximation.
+pub fn activate(v: f32, act: Activation) -> f32 {
+    match act {
+        Activation::None => v,
+        Activation::Gelu => 0.5 * v * (1.0 + erf(v / std::f32::consts::SQRT_2)),
+        Activation::GeluTanh => {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+        }
     }
 }
 
@@ -75,11 +87,12 @@ impl EncoderOps for CpuOps {
         b: &Vec<f32>,
         inputs: usize,
         outputs: usize,
+        act: Activation,
     ) -> EngineResult<Vec<f32>> {
         let mut out = Vec::with_capacity(rows * outputs);
         for r in 0..rows {
             let xr = &x[r * inputs..(r + 1) * inputs];
-            out.extend((0..outputs).map(|o| dot(xr, &w[o * inputs..(o + 1) * inputs]) + b[o]));
+            out.extend((0..outputs).map(|o| activate(dot(xr, &w[o * inputs..(o + 1) * inputs]) + b[o], act)));
         }
         Ok(out)
     }
@@ -105,18 +118,6 @@ impl EncoderOps for CpuOps {
             out.extend((0..width).map(|j| (v[j] - mean) * inv * gamma[j] + beta[j]));
         }
         Ok(out)
-    }
-
-    fn gelu(&mut self, x: &mut Vec<f32>, len: usize, tanh: bool) -> EngineResult<()> {
-        for v in &mut x[..len] {
-            *v = if tanh {
-                let c = (2.0 / std::f32::consts::PI).sqrt();
-                0.5 * *v * (1.0 + (c * (*v + 0.044715 * *v * *v * *v)).tanh())
-            } else {
-                0.5 * *v * (1.0 + erf(*v / std::f32::consts::SQRT_2))
-            };
-        }
-        Ok(())
     }
 
     fn attention(

@@ -1,11 +1,13 @@
 //! Embedding on a GPU with hand-written kernels: the encoder's forward pass
-//! (`bert`) over a backend's operations (`ops`). `cpu_ops` is the float32
-//! reference the CUDA backend is checked against; `safetensors` reads the
-//! checkpoint the ONNX exporter reads. (candle's CUDA backend needs nvcc at
-//! build time, which neither this machine nor CI has; cudarc compiles
-//! kernels at run time with NVRTC.)
+//! (`bert`) over a backend's operations (`ops`): `cpu_ops` is the float32
+//! reference, `cuda_ops` the device (cuBLAS for `gemm_plan`'s products,
+//! NVRTC for `kernels`). `safetensors` reads the checkpoint the ONNX
+//! exporter reads. (candle's CUDA backend needs nvcc at build time, which
+//! neither this machine nor CI has; cudarc compiles kernels at run time.)
 
 pub mod bert;
 pub mod cpu_ops;
+pub mod gemm_plan;
+pub mod kernels;
 pub mod ops;
 pub mod safetensors;

@@ -6,6 +6,27 @@
 use crate::engine::error::EngineResult;
 use crate::engine::Pooling;
 
+/// What follows a linear layer's bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    /// GELU with erf ("gelu").
+    Gelu,
+    /// GELU's tanh approximation ("gelu_new", "gelu_pytorch_tanh").
+    GeluTanh,
+}
+
+impl Activation {
+    /// The kernels' code for it.
+    pub fn code(self) -> i32 {
+        match self {
+            Activation::None => 0,
+            Activation::Gelu => 1,
+            Activation::GeluTanh => 2,
+        }
+    }
+}
+
 pub trait EncoderOps {
     type Buf;
 
@@ -25,7 +46,8 @@ pub trait EncoderOps {
         types: &[u32],
     ) -> EngineResult<Self::Buf>;
 
-    /// x [rows, inputs] · wᵀ + b, with w [outputs, inputs] (the checkpoint's layout).
+    /// act(x [rows, inputs] · wᵀ + b), with w [outputs, inputs] (the checkpoint's layout).
+    #[allow(clippy::too_many_arguments)]
     fn linear(
         &mut self,
         x: &Self::Buf,
@@ -34,6 +56,7 @@ pub trait EncoderOps {
         b: &Self::Buf,
         inputs: usize,
         outputs: usize,
+        act: Activation,
     ) -> EngineResult<Self::Buf>;
 
     /// Per row: LayerNorm(x + residual) · gamma + beta.
@@ -48,9 +71,6 @@ pub trait EncoderOps {
         width: usize,
         eps: f32,
     ) -> EngineResult<Self::Buf>;
-
-    /// GELU in place over the first `len` values (erf, or tanh's approximation).
-    fn gelu(&mut self, x: &mut Self::Buf, len: usize, tanh: bool) -> EngineResult<()>;
 
     /// Self-attention without masking of future tokens: `qkv` is
     /// [batch·seq, 3·heads·head_dim] (queries, keys, values side by side);
