@@ -269,8 +269,8 @@ mod tests {
             "layer_norm_eps":1e-12,"hidden_act":"gelu"}"#;
         let c = BertConfig::from_json(minilm).unwrap();
         assert_eq!(
-            (c.hidden, c.heads, c.head_dim(), c.layers, c.gelu_tanh),
-            (384, 12, 32, 6, false)
+            (c.hidden, c.heads, c.head_dim(), c.layers, c.activation),
+            (384, 12, 32, 6, Activation::Gelu)
         );
         let qwen = minilm.replace("\"bert\"", "\"qwen2\"");
         assert!(BertConfig::from_json(&qwen)
