@@ -7,9 +7,9 @@
 //! without a GPU. None when there is no C++ compiler.
 
 use half::f16;
-use inf_ir::engine::gpu::encoder::gemm_plan::{self, Gemm};
 use inf_ir::engine::gpu::encoder::kernels::pooling_mode;
 use inf_ir::engine::gpu::encoder::ops::{Activation, EncoderOps};
+use inf_ir::engine::gpu::gemm_plan::{self, Gemm};
 use inf_ir::engine::{EngineResult, Pooling};
 use libloading::{Library, Symbol};
 use std::path::PathBuf;

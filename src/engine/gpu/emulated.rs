@@ -81,7 +81,7 @@ impl CandidateSource for EmulatedSource {
 
     fn candidates(&mut self, queries: &[f32], wanted: usize) -> EngineResult<Vec<Vec<Candidate>>> {
         let d = self.dimension;
-        if queries.len() % d != 0 {
+        if !queries.len().is_multiple_of(d) {
             return Err(EngineError::invalid("query batch is not a whole number of vectors"));
         }
         self.asks += 1;

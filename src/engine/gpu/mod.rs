@@ -8,10 +8,12 @@
 //! run time through cudarc: nothing CUDA is needed to build, and every
 //! caller falls back to the CPU without it.
 
+pub mod context;
 pub mod device;
 pub mod emulated;
 pub mod encoder;
 pub mod exact;
+pub mod gemm_plan;
 pub mod search;
 pub mod slots;
 pub mod store;

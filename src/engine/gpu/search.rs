@@ -41,7 +41,7 @@ pub fn exact_search<S: CandidateSource + ?Sized>(
     mut exact: impl FnMut(usize, u64) -> Option<f32>,
 ) -> EngineResult<Vec<Option<Vec<Scored>>>> {
     let d = source.dimension();
-    if d == 0 || queries.len() % d != 0 {
+    if d == 0 || !queries.len().is_multiple_of(d) {
         return Err(EngineError::invalid(format!(
             "query vectors hold {} floats, not a multiple of the corpus's dimension {d}",
             queries.len()
@@ -202,7 +202,7 @@ mod tests {
         source.append(&ids, &data).unwrap();
         let q = data[..d].to_vec();
         // Only every 10th row is visible: the first ask (42) cannot fill 10.
-        let visible = |id: u64| id % 10 == 0;
+        let visible = |id: u64| id.is_multiple_of(10);
         let got = exact_search(&mut source, &q, 10, |_, id| {
             visible(id).then(|| dot(&q, &data[id as usize * d..][..d]))
         })

@@ -7,17 +7,12 @@
 //! library, too little memory or a device fault is an `EngineError` that
 //! says why, so the caller can search on the CPU instead.
 
-use std::sync::Arc;
-
-use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
-};
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 
-use super::device::Libraries;
+use super::context::{device_error, Device};
 use super::exact::Candidate;
+use super::gemm_plan;
 use super::search::{check_rows, CandidateSource};
 use super::slots::{runs, SlotMap};
 use super::top_k_kernel::{self as kernel, variant_for};
@@ -39,9 +34,7 @@ struct TopK {
 }
 
 pub struct DeviceStore {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
+    device: Device,
     top_k: Vec<TopK>,
     dimension: usize,
     slots: SlotMap,
@@ -51,28 +44,9 @@ pub struct DeviceStore {
     masked: CudaSlice<u8>,
     max_norm: f32,
     scores: Option<CudaSlice<f32>>,
-    description: String,
     /// Set when a device step failed half way: the store no longer matches
     /// the corpus, and every later call says so.
     broken: Option<String>,
-}
-
-fn device_error(what: &str, e: DriverError) -> EngineError {
-    use cudarc::driver::sys::CUresult;
-    if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-        EngineError::resources(format!("the GPU ran out of memory while {what}"))
-            .with_hint("free GPU memory or search on the CPU (inf_ir.search_device = cpu)")
-    } else {
-        EngineError::new(ErrorKind::Device, format!("CUDA failed while {what}: {e:?}"))
-    }
-}
-
-fn blas_error(what: &str, e: blas::CublasError) -> EngineError {
-    if e.0 == blas_sys::cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED {
-        EngineError::resources(format!("cuBLAS ran out of GPU memory while {what}"))
-    } else {
-        EngineError::new(ErrorKind::Device, format!("cuBLAS failed while {what}: {e:?}"))
-    }
 }
 
 /// Bytes a corpus of `capacity` rows needs on the device.
@@ -88,38 +62,37 @@ impl DeviceStore {
         if dimension == 0 {
             return Err(EngineError::invalid("a corpus needs a dimension above 0"));
         }
-        if let Some(reason) = Libraries::find().missing() {
-            return Err(EngineError::new(ErrorKind::Device, reason).with_hint("inf_ir searches on the CPU instead"));
-        }
-        // Creating a context panics in cudarc when the driver is broken; keep that a reason.
-        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
-            .map_err(|_| EngineError::new(ErrorKind::Device, "the CUDA driver failed while creating a context"))?
-            .map_err(|e| device_error("creating a context", e))?;
-        // One stream: cudarc's per-buffer events are not needed.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
-        let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(|e| device_error("reading the compute capability", e))?;
-        let description = format!("cuda:{ordinal} {name}, compute capability {major}.{minor}");
-        let (free, _) = ctx.mem_get_info().map_err(|e| device_error("reading free memory", e))?;
+        let device = Device::open(ordinal)?;
+        let free = device.free_memory()?;
         let capacity = capacity.max(1);
         if corpus_bytes(capacity, dimension) + HEADROOM_BYTES > free {
             return Err(too_large(capacity, dimension, free));
         }
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| blas_error("starting cuBLAS", e))?;
-        let top_k = compile_kernels(&ctx, major, minor)?;
-        let vectors = stream
+        let top_k = kernel::VARIANTS
+            .iter()
+            .map(|&kmax| {
+                let mut f = device.compile(
+                    kernel::SOURCE,
+                    kernel::compile_defines(kmax),
+                    &["top_k_positions", "top_k_pairs"],
+                )?;
+                Ok(TopK {
+                    kmax,
+                    positions: f.remove("top_k_positions").expect("loaded"),
+                    pairs: f.remove("top_k_pairs").expect("loaded"),
+                })
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let vectors = device
+            .stream
             .alloc_zeros::<f16>(capacity * dimension)
             .map_err(|e| device_error("allocating the corpus", e))?;
-        let masked = stream
+        let masked = device
+            .stream
             .clone_htod(&vec![1u8; capacity])
             .map_err(|e| device_error("allocating the mask", e))?;
         Ok(DeviceStore {
-            ctx,
-            stream,
-            blas,
+            device,
             top_k,
             dimension,
             slots: SlotMap::with_capacity(capacity),
@@ -127,14 +100,13 @@ impl DeviceStore {
             masked,
             max_norm: 0.0,
             scores: None,
-            description,
             broken: None,
         })
     }
 
     /// "cuda:0 NVIDIA H100 …, compute capability 9.0".
     pub fn description(&self) -> &str {
-        &self.description
+        &self.device.description
     }
 
     /// Device memory the corpus holds now, in bytes.
@@ -178,28 +150,29 @@ impl DeviceStore {
 
     fn grow(&mut self, capacity: usize) -> EngineResult<()> {
         let d = self.dimension;
-        let (free, _) = self
-            .ctx
-            .mem_get_info()
-            .map_err(|e| device_error("reading free memory", e))?;
+        let free = self.device.free_memory()?;
         // Old and new matrices coexist during the copy.
         if corpus_bytes(capacity, d) + HEADROOM_BYTES > free {
             return Err(too_large(capacity, d, free + self.resident_bytes()));
         }
         let mut vectors = self
+            .device
             .stream
             .alloc_zeros::<f16>(capacity * d)
             .map_err(|e| device_error("growing the corpus", e))?;
         let old_rows = self.vectors.len();
-        self.stream
+        self.device
+            .stream
             .memcpy_dtod(&self.vectors, &mut vectors.slice_mut(..old_rows))
             .map_err(|e| device_error("copying the corpus", e))?;
         let mut masked = self
+            .device
             .stream
             .clone_htod(&vec![1u8; capacity])
             .map_err(|e| device_error("growing the mask", e))?;
         let old_slots = self.masked.len();
-        self.stream
+        self.device
+            .stream
             .memcpy_dtod(&self.masked, &mut masked.slice_mut(..old_slots))
             .map_err(|e| device_error("copying the mask", e))?;
         self.vectors = vectors;
@@ -218,15 +191,20 @@ impl DeviceStore {
                     .map(|x| f16::from_f32(*x))
                     .collect();
                 let slot = run.slot + start;
-                self.stream
+                self.device
+                    .stream
                     .memcpy_htod(&half, &mut self.vectors.slice_mut(slot * d..(slot + len) * d))
                     .map_err(|e| device_error("uploading rows", e))?;
-                self.stream
+                self.device
+                    .stream
                     .memcpy_htod(&vec![0u8; len], &mut self.masked.slice_mut(slot..slot + len))
                     .map_err(|e| device_error("unmasking rows", e))?;
             }
         }
-        self.stream.synchronize().map_err(|e| device_error("uploading rows", e))
+        self.device
+            .stream
+            .synchronize()
+            .map_err(|e| device_error("uploading rows", e))
     }
 
     /// Remove rows: their slots are masked (one small copy per run of slots).
@@ -237,14 +215,18 @@ impl DeviceStore {
         slots.dedup();
         let masked = (|| {
             for run in runs(&slots) {
-                self.stream
+                self.device
+                    .stream
                     .memcpy_htod(
                         &vec![1u8; run.len],
                         &mut self.masked.slice_mut(run.slot..run.slot + run.len),
                     )
                     .map_err(|e| device_error("masking rows", e))?;
             }
-            self.stream.synchronize().map_err(|e| device_error("masking rows", e))
+            self.device
+                .stream
+                .synchronize()
+                .map_err(|e| device_error("masking rows", e))
         })();
         self.step(masked)
     }
@@ -266,46 +248,24 @@ impl DeviceStore {
             .ok_or_else(|| EngineError::invalid(format!("{wanted} candidates asked for; at most {}", kernel::MAX_K)))?;
         if self.scores.as_ref().is_none_or(|s| s.len() < rows * nq) {
             self.scores = None; // free the old one first
-            let scores =
-                unsafe { self.stream.alloc::<f32>(rows * nq) }.map_err(|e| device_error("allocating scores", e))?;
+            let scores = unsafe { self.device.stream.alloc::<f32>(rows * nq) }
+                .map_err(|e| device_error("allocating scores", e))?;
             self.scores = Some(scores);
         }
         let scores = self.scores.as_mut().expect("allocated above");
         {
-            // scores (rows × nq, column-major) = vectorsᵀ · queries.
-            let (a, _read_a) = self.vectors.device_ptr(&self.stream);
-            let (b, _read_b) = queries.device_ptr(&self.stream);
-            let (c, _write_c) = scores.device_ptr(&self.stream);
-            let (one, zero) = (1f32, 0f32);
-            unsafe {
-                blas::gemm_ex(
-                    *self.blas.handle(),
-                    blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    rows as i32,
-                    nq as i32,
-                    d as i32,
-                    &one as *const f32 as *const _,
-                    a as *const _,
-                    blas_sys::cudaDataType::CUDA_R_16F,
-                    d as i32,
-                    b as *const _,
-                    blas_sys::cudaDataType::CUDA_R_16F,
-                    d as i32,
-                    &zero as *const f32 as *const _,
-                    c as *mut _,
-                    blas_sys::cudaDataType::CUDA_R_32F,
-                    rows as i32,
-                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
-                )
-            }
-            .map_err(|e| blas_error("scoring", e))?;
+            // scores [nq, rows] = queries · vectorsᵀ (a linear layer with the corpus as weights).
+            let stream = &self.device.stream;
+            let (a, _read_a) = self.vectors.device_ptr(stream);
+            let (b, _read_b) = queries.device_ptr(stream);
+            let (c, _write_c) = scores.device_ptr(stream);
+            self.device
+                .gemm(&gemm_plan::linear(nq, d, rows), a, b, c, true, "scoring")?;
         }
         let blocks = kernel::blocks(rows, wanted);
         let chunk = kernel::chunk(wanted);
         let middle = nq * blocks * wanted;
-        let stream = &self.stream;
+        let stream = &self.device.stream;
         let alloc =
             |len: usize| unsafe { stream.alloc::<f32>(len) }.map_err(|e| device_error("allocating top-k space", e));
         let alloc_ids =
@@ -380,39 +340,6 @@ fn too_large(capacity: usize, dimension: usize, free: usize) -> EngineError {
     .with_hint("the corpus is larger than GPU memory: inf_ir searches it on the CPU")
 }
 
-fn compile_kernels(ctx: &Arc<CudaContext>, major: i32, minor: i32) -> EngineResult<Vec<TopK>> {
-    // A virtual architecture: NVRTC emits PTX that the driver compiles for this device.
-    let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-    kernel::VARIANTS
-        .iter()
-        .map(|&kmax| {
-            let options = CompileOptions {
-                arch: Some(arch),
-                options: kernel::compile_defines(kmax),
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(kernel::SOURCE, options).map_err(|e| {
-                EngineError::new(
-                    ErrorKind::Device,
-                    format!("NVRTC could not compile the top-k kernel: {e}"),
-                )
-            })?;
-            let module = ctx
-                .load_module(ptx)
-                .map_err(|e| device_error("loading the top-k kernel", e))?;
-            Ok(TopK {
-                kmax,
-                positions: module
-                    .load_function("top_k_positions")
-                    .map_err(|e| device_error("loading top_k_positions", e))?,
-                pairs: module
-                    .load_function("top_k_pairs")
-                    .map_err(|e| device_error("loading top_k_pairs", e))?,
-            })
-        })
-        .collect()
-}
-
 impl CandidateSource for DeviceStore {
     fn dimension(&self) -> usize {
         self.dimension
@@ -443,6 +370,7 @@ impl CandidateSource for DeviceStore {
                 .map(|x| f16::from_f32(*x))
                 .collect();
             let on_device = self
+                .device
                 .stream
                 .clone_htod(&half)
                 .map_err(|e| device_error("uploading queries", e));

@@ -221,7 +221,10 @@ mod tests {
             .unwrap();
         assert_eq!(out, vec![-1.5, 2.5]);
         let x = [activate(1.0, Activation::Gelu), activate(-1.0, Activation::Gelu)];
-        assert!((x[0] - 0.8413447).abs() < 1e-6 && (x[1] + 0.1586553).abs() < 1e-6, "{x:?}");
+        assert!(
+            (x[0] - 0.8413447).abs() < 1e-6 && (x[1] + 0.1586553).abs() < 1e-6,
+            "{x:?}"
+        );
         assert!((activate(1.0, Activation::GeluTanh) - 0.841192).abs() < 1e-6);
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod bert;
 pub mod cpu_ops;
-pub mod gemm_plan;
+pub mod cuda_ops;
 pub mod kernels;
 pub mod ops;
 pub mod safetensors;

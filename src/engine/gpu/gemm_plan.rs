@@ -1,7 +1,8 @@
-//! The encoder's matrix products as cuBLAS sees them (column-major), derived
-//! once here from the row-major layouts of `ops`: the CUDA backend passes
-//! these to cublasGemmStridedBatchedEx, and `reference` evaluates the same
-//! parameters on the CPU, so a test checks the derivation without a GPU.
+//! The matrix products of the encoder and of search as cuBLAS sees them
+//! (column-major), derived once here from row-major layouts: the device
+//! code passes these to cublasGemmStridedBatchedEx (context::Device::gemm),
+//! and `reference` evaluates the same parameters on the CPU, so a test
+//! checks the derivation without a GPU.
 
 /// One (batched) GEMM: C = alpha · op(A) · op(B), column-major, op = transpose when set.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +24,7 @@ pub struct Gemm {
 
 /// y [rows, outputs] = x [rows, inputs] · wᵀ, w [outputs, inputs]. In
 /// column-major terms yᶜ (outputs × rows) = wᶜᵀ · xᶜ: A = w, B = x, C = y.
+/// Search scores are this with x the queries and w the corpus.
 pub fn linear(rows: usize, inputs: usize, outputs: usize) -> Gemm {
     Gemm {
         transa: true,
@@ -106,7 +108,7 @@ mod tests {
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as u32 * 2654435761 ^ seed) % 17) as f32 / 8.0 - 1.0)
+            .map(|i| (((i as u32 * 2654435761) ^ seed) % 17) as f32 / 8.0 - 1.0)
             .collect()
     }
 
