@@ -3,6 +3,7 @@
 //! pure Rust. Skips, saying so, when the model is not installed.
 
 use inf_ir::engine::embed::fingerprint::model_fingerprint;
+use inf_ir::engine::gpu::device::DevicePreference;
 use inf_ir::engine::{BatchOptions, EmbedInput, Embedder, EmbeddingModel, ErrorKind, NeverInterrupt, RuntimeOptions};
 use inf_ir::worker::client::{Connection, PollWaiter};
 use inf_ir::worker::host::{serve, HostSettings};
@@ -43,6 +44,8 @@ fn socket() -> &'static PathBuf {
             max_models: 2,
             supervisor_pid: 0,
             host_starts: 1,
+            // Asked for; without a GPU (CI) the CPU answers and says why.
+            embed_device: DevicePreference::Cuda,
         };
         std::thread::spawn(move || serve(listener, settings));
         path
@@ -97,7 +100,38 @@ fn host_vectors_equal_a_local_model_bit_for_bit() {
     let expected = local
         .embed(&borrowed, BatchOptions::default(), &NeverInterrupt)
         .unwrap();
-    assert_eq!(remote, expected);
+    let on = status()
+        .models
+        .iter()
+        .find(|m| m.name == model.spec.name)
+        .unwrap()
+        .device
+        .clone();
+    if on.starts_with("cuda") {
+        // The GPU copy (float16): close to ONNX Runtime, not equal.
+        for (a, b) in remote.iter().zip(&expected) {
+            assert!(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() > 0.999, "{on}");
+        }
+    } else {
+        assert_eq!(remote, expected);
+    }
+}
+
+#[test]
+fn cuda_without_a_gpu_falls_back_to_the_cpu_and_says_why() {
+    let Some(model) = model_ref() else { return };
+    let Response::Vectors(v) = call(&embed_request(&model, vec![OwnedInput::Passage("x".into())])) else {
+        panic!()
+    };
+    assert_eq!(v[0].len(), model.spec.dimension);
+    let s = status();
+    let on = &s.models.iter().find(|m| m.name == model.spec.name).unwrap().device;
+    assert!(s.embed_device.starts_with("cuda: "), "{}", s.embed_device);
+    if !inf_ir::engine::gpu::device::probe(0).is_cuda() {
+        // The probe's reason, in the model's row and in the setting's summary.
+        assert!(on.starts_with("cpu (") && on.len() > 6, "{on}");
+        assert!(s.embed_device.starts_with("cuda: cpu ("), "{}", s.embed_device);
+    }
 }
 
 #[test]

@@ -18,6 +18,20 @@ static RERANK: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
 static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 static RERANK_ON_FAILURE: GucSetting<RerankOnFailure> = GucSetting::<RerankOnFailure>::new(RerankOnFailure::Error);
+static EMBED_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
+
+/// Where the shared worker embeds.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EmbedDevice {
+    /// A CUDA device when one is usable, else the CPU.
+    #[name = c"auto"]
+    Auto,
+    #[name = c"cpu"]
+    Cpu,
+    /// A CUDA device; without one the CPU, with the reason in the log.
+    #[name = c"cuda"]
+    Cuda,
+}
 
 /// What LLM re-ranking does when a judgment cannot be had.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -115,6 +129,16 @@ pub fn init() {
         1000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_enum_guc(
+        c"inf_ir.embed_device",
+        c"Where the shared worker embeds: auto, cpu or cuda.",
+        c"auto uses a CUDA device when the driver, cuBLAS and NVRTC are there and the model is a BERT checkpoint \
+          (model.safetensors beside its ONNX graph); otherwise ONNX Runtime on the CPU. Read when the model host starts; \
+          inf_ir.worker_status shows what each model uses and why.",
+        &EMBED_DEVICE,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"inf_ir.worker_max_models",
@@ -224,6 +248,15 @@ pub fn worker_batch_wait() -> std::time::Duration {
 
 pub fn worker_max_models() -> usize {
     WORKER_MAX_MODELS.get().max(1) as usize
+}
+
+pub fn embed_device() -> crate::engine::gpu::device::DevicePreference {
+    use crate::engine::gpu::device::DevicePreference;
+    match EMBED_DEVICE.get() {
+        EmbedDevice::Auto => DevicePreference::Auto,
+        EmbedDevice::Cpu => DevicePreference::Cpu,
+        EmbedDevice::Cuda => DevicePreference::Cuda,
+    }
 }
 
 pub fn probes() -> usize {

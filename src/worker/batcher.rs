@@ -152,9 +152,7 @@ fn run_batch(mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
     let tokens: usize = texts.iter().map(TokenizedText::len).sum();
     let started = Instant::now();
     stats.running.store(jobs.len() as u64, Ordering::Relaxed);
-    let result = model
-        .model
-        .embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
+    let result = model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
     stats.running.store(0, Ordering::Relaxed);
     Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
     Stats::add(&stats.batches, 1);

@@ -8,6 +8,7 @@ use super::batcher::{self, Job, Queue, Reply};
 use super::models::ModelStore;
 use super::protocol::{self, EmbedRequest, Request, Response, WorkerStatus};
 use super::stats::Stats;
+use crate::engine::gpu::device::DevicePreference;
 use crate::engine::{BatchOptions, EngineError};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,6 +28,8 @@ pub struct HostSettings {
     pub supervisor_pid: i32,
     /// 1 for the first host since the server started, 2 after one restart...
     pub host_starts: u64,
+    /// inf_ir.embed_device: whether models get a GPU copy.
+    pub embed_device: DevicePreference,
 }
 
 struct Shared {
@@ -48,7 +51,7 @@ pub fn log(message: &str) {
 /// Serve until the process is killed. Returns only if the listener fails.
 pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
     let shared = Arc::new(Shared {
-        store: ModelStore::new(settings.threads, settings.max_models),
+        store: ModelStore::new(settings.threads, settings.max_models, settings.embed_device),
         settings,
         queue: Queue::default(),
         stats: Stats::default(),
@@ -201,5 +204,6 @@ fn status(shared: &Shared) -> WorkerStatus {
         errors: Stats::get(&s.errors),
         dropped: Stats::get(&s.dropped),
         models: shared.store.status(),
+        embed_device: shared.store.device_summary(),
     }
 }

@@ -4,11 +4,13 @@
 //!
 //! Pieces: `protocol` (frames on the Unix socket), `client` (a backend's
 //! side of one connection), `host` (accepts connections, one thread each),
-//! `models` (the host's loaded models), `batcher` (merges queued requests
+//! `models` (the host's loaded models; `gpu_copy` their copies on a CUDA
+//! device), `batcher` (merges queued requests
 //! into batches under a token budget), `stats` (what the status view shows).
 
 pub mod batcher;
 pub mod client;
+pub mod gpu_copy;
 pub mod host;
 pub mod models;
 pub mod protocol;

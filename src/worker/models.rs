@@ -1,17 +1,26 @@
 //! The host's loaded models: one copy per server, loaded on first request,
 //! checked against the registry's fingerprint, least recently used first out.
+//! ONNX Runtime on the CPU always holds the model (it tokenizes, and answers
+//! when there is no GPU); a GPU copy joins it when `inf_ir.embed_device`
+//! and the device allow (`gpu_copy`).
 
+use super::gpu_copy::{self, GpuCopy, Placement};
+use super::host::log;
 use super::protocol::{LoadedModelStatus, ModelRef};
 use crate::engine::embed::fingerprint::{check_model_unchanged, model_files};
-use crate::engine::{EmbeddingModel, EngineResult, RuntimeOptions};
+use crate::engine::embed::tokenize::TokenizedText;
+use crate::engine::gpu::device::{self, DevicePreference, DeviceState};
+use crate::engine::{BatchOptions, EmbeddingModel, EngineResult, ErrorKind, Interrupt, RuntimeOptions};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 pub struct HostModel {
     pub key: ModelRef,
     pub model: EmbeddingModel,
+    /// The GPU copy, or why the model embeds on the CPU.
+    gpu: Result<GpuCopy, String>,
     pub requests: AtomicU64,
     /// (size, mtime) of the fingerprinted files when loaded: a cheap
     /// per-request test that sends a changed file back to the fingerprint check.
@@ -29,9 +38,47 @@ fn file_stamps(key: &ModelRef) -> Vec<Option<(u64, SystemTime)>> {
         .collect()
 }
 
+impl HostModel {
+    /// On the GPU when the model has a usable copy there; on the CPU
+    /// otherwise, and for good after a device failure.
+    pub fn embed_tokenized(
+        &self,
+        texts: &[TokenizedText],
+        batch: BatchOptions,
+        interrupt: &dyn Interrupt,
+    ) -> EngineResult<Vec<Vec<f32>>> {
+        if let Ok(gpu) = &self.gpu {
+            if gpu.usable() {
+                match gpu.embed(texts, batch, interrupt) {
+                    Err(e) if e.kind != ErrorKind::Cancelled => {
+                        log(&format!(
+                            "model \"{}\": the GPU failed ({e}); it embeds on the CPU from now on",
+                            self.key.spec.name
+                        ));
+                        gpu.fail(&e.message);
+                    }
+                    done => return done,
+                }
+            }
+        }
+        self.model.embed_tokenized(texts, batch, interrupt)
+    }
+
+    /// "cuda:0 …" or "cpu (why)".
+    pub fn device(&self) -> String {
+        match &self.gpu {
+            Ok(gpu) => gpu.state(),
+            Err(reason) => format!("cpu ({reason})"),
+        }
+    }
+}
+
 pub struct ModelStore {
     threads: usize,
     max_models: usize,
+    embed_device: DevicePreference,
+    /// Probed once, on the first model load that may use a GPU.
+    device: OnceLock<DeviceState>,
     /// Most recently used first.
     loaded: Mutex<Vec<Arc<HostModel>>>,
     /// One load at a time: two sessions asking for a new model load it once.
@@ -39,10 +86,12 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
-    pub fn new(threads: usize, max_models: usize) -> Self {
+    pub fn new(threads: usize, max_models: usize, embed_device: DevicePreference) -> Self {
         ModelStore {
             threads,
             max_models: max_models.max(1),
+            embed_device,
+            device: OnceLock::new(),
             loaded: Mutex::new(Vec::new()),
             loading: Mutex::new(()),
         }
@@ -80,16 +129,55 @@ impl ModelStore {
             library: key.library.clone(),
             intra_threads: self.threads,
         };
+        let model = EmbeddingModel::load(spec.clone(), &runtime)?;
+        let gpu = match gpu_copy::place(
+            self.embed_device,
+            self.device(),
+            &key.folder,
+            spec.pooling,
+            spec.dimension,
+        ) {
+            Placement::Gpu(copy) => {
+                log(&format!("model \"{}\" embeds on {}", spec.name, copy.description));
+                Ok(copy)
+            }
+            Placement::Cpu { reason } => {
+                if self.embed_device == DevicePreference::Cuda {
+                    log(&format!("model \"{}\" embeds on the CPU: {reason}", spec.name));
+                }
+                Err(reason)
+            }
+        };
         let model = Arc::new(HostModel {
             key: key.clone(),
             files_seen: file_stamps(key),
-            model: EmbeddingModel::load(spec.clone(), &runtime)?,
+            model,
+            gpu,
             requests: AtomicU64::new(0),
         });
         let mut loaded = self.loaded.lock();
         loaded.insert(0, model.clone());
         loaded.truncate(self.max_models);
         Ok(model)
+    }
+
+    fn device(&self) -> &DeviceState {
+        self.device.get_or_init(|| match self.embed_device {
+            DevicePreference::Cpu => DeviceState::Cpu {
+                reason: "inf_ir.embed_device = cpu".into(),
+            },
+            _ => device::probe(0),
+        })
+    }
+
+    /// The setting and what it found, e.g. "auto: cpu (no CUDA driver …)";
+    /// "not probed yet" until a model has loaded.
+    pub fn device_summary(&self) -> String {
+        let found = self
+            .device
+            .get()
+            .map_or("not probed yet".to_string(), |d| d.to_string());
+        format!("{}: {found}", self.embed_device.name())
     }
 
     pub fn status(&self) -> Vec<LoadedModelStatus> {
@@ -101,6 +189,7 @@ impl ModelStore {
                 dimension: m.key.spec.dimension,
                 fingerprint: m.key.fingerprint.clone(),
                 requests: m.requests.load(Ordering::Relaxed),
+                device: m.device(),
             })
             .collect()
     }

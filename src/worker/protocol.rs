@@ -78,6 +78,9 @@ pub struct LoadedModelStatus {
     pub dimension: usize,
     pub fingerprint: String,
     pub requests: u64,
+    /// Where it embeds: "cuda:0 …" or "cpu (why)".
+    #[serde(default)]
+    pub device: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -102,6 +105,9 @@ pub struct WorkerStatus {
     pub errors: u64,
     pub dropped: u64,
     pub models: Vec<LoadedModelStatus>,
+    /// inf_ir.embed_device and what the probe found.
+    #[serde(default)]
+    pub embed_device: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

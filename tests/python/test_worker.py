@@ -212,6 +212,11 @@ def phase_worker(args):
     check(worst > 0.99999, f"merged-batch vectors vs local: min cosine {worst:.9f} (24 checked)")
     check("minilm" in after["models"] and after["host_starts"] >= 1,
           f"status lists the loaded model {after['models']} and host starts {after['host_starts']}")
+    # inf_ir.embed_device (auto here): each model's device, or why it is the CPU.
+    device = after["model_devices"][after["models"].index("minilm")]
+    check(after["embed_device"].startswith("auto: ") and (device.startswith("cuda:") or
+                                                         (device.startswith("cpu (") and len(device) > 6)),
+          f"embed_device {after['embed_device']!r}, minilm on {device!r}")
 
     # SIGKILL of the model host during a call: ERROR in that call, success in the next.
     host = status(admin)

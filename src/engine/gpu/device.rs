@@ -5,6 +5,27 @@
 
 use std::fmt;
 
+/// Where a user asked for work to run (`inf_ir.embed_device`, `inf_ir.search_device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum DevicePreference {
+    /// The GPU when there is a usable one, else the CPU, quietly.
+    #[default]
+    Auto,
+    Cpu,
+    /// The GPU; without one the CPU still answers, and the reason is logged.
+    Cuda,
+}
+
+impl DevicePreference {
+    pub fn name(self) -> &'static str {
+        match self {
+            DevicePreference::Auto => "auto",
+            DevicePreference::Cpu => "cpu",
+            DevicePreference::Cuda => "cuda",
+        }
+    }
+}
+
 /// What a probe found: a device to use, or why the CPU path is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceState {

@@ -136,6 +136,7 @@ fn start_host(listener: &UnixListener, starts: u64) -> Option<libc::pid_t> {
         max_models: gucs::worker_max_models(),
         supervisor_pid: std::process::id() as i32,
         host_starts: starts,
+        embed_device: gucs::embed_device(),
     };
     // The supervisor is single-threaded, so fork is safe here.
     let pid = unsafe { libc::fork() };

@@ -34,6 +34,8 @@ type StatusRow = (
     Option<i64>,
     Option<i64>,
     Vec<String>,
+    Option<String>,
+    Vec<String>,
 );
 
 fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Vec<String>) -> StatusRow {
@@ -59,9 +61,18 @@ fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Ve
             .map(|s| s.tokens as f64 / s.busy_seconds),
         count(|s| s.errors),
         count(|s| s.dropped),
+        match &worker {
+            Some(s) => s.models.iter().map(|m| m.name.clone()).collect(),
+            None => local_models.clone(),
+        },
+        w.map(|s| s.embed_device.clone()),
         match worker {
-            Some(s) => s.models.into_iter().map(|m| m.name).collect(),
-            None => local_models,
+            Some(s) => s.models.into_iter().map(|m| m.device).collect(),
+            // A session's own models run on ONNX Runtime on the CPU.
+            None => local_models
+                .iter()
+                .map(|_| "cpu (this session's own copy)".to_string())
+                .collect(),
         },
     )
 }
@@ -91,6 +102,8 @@ fn inf_worker_status() -> TableIterator<
         name!(errors, Option<i64>),
         name!(dropped, Option<i64>),
         name!(models, Vec<String>),
+        name!(embed_device, Option<String>),
+        name!(model_devices, Vec<String>),
     ),
 > {
     let mode = mode();

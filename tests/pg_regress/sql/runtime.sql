@@ -40,3 +40,8 @@ RESET inf_ir.threads;
 
 -- The CUDA probe never fails: here (no GPU in CI) the CPU, with the reason.
 SELECT device, detail ~ 'CUDA|cuBLAS|NVRTC|device' AS says_why FROM inf_cuda_device();
+
+-- Where the shared worker embeds: read when its model host starts, so set
+-- in postgresql.conf (or ALTER SYSTEM) and reloaded, not per session.
+SHOW inf_ir.embed_device;
+SET inf_ir.embed_device = cuda;
