@@ -24,7 +24,7 @@ pub struct GpuCopy {
 
 /// Where a model embeds.
 pub enum Placement {
-    Gpu(GpuCopy),
+    Gpu(Box<GpuCopy>),
     Cpu { reason: String },
 }
 
@@ -59,12 +59,12 @@ pub fn place(
             "the checkpoint's hidden size {} is not the model's dimension {dimension}",
             encoder.dimension()
         )),
-        Ok(encoder) => Placement::Gpu(GpuCopy {
+        Ok(encoder) => Placement::Gpu(Box::new(GpuCopy {
             description: encoder.description().to_string(),
             encoder: Mutex::new(encoder),
             failed: AtomicBool::new(false),
             why_failed: Mutex::new(None),
-        }),
+        })),
         Err(e) => cpu(e.to_string()),
     }
 }

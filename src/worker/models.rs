@@ -139,7 +139,7 @@ impl ModelStore {
         ) {
             Placement::Gpu(copy) => {
                 log(&format!("model \"{}\" embeds on {}", spec.name, copy.description));
-                Ok(copy)
+                Ok(*copy)
             }
             Placement::Cpu { reason } => {
                 if self.embed_device == DevicePreference::Cuda {
