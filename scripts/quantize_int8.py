@@ -100,7 +100,9 @@ def main():
             sys.exit(f"mean cosine below {args.min_mean}: not written (keep more MatMuls float with --keep-float)")
         os.makedirs(args.out, exist_ok=True)
         for name in os.listdir(args.folder):
-            if name.startswith("model.onnx") or name.startswith(".inf_ir_named_"):
+            # model.safetensors stays behind: the GPU encoder would read those
+            # float weights for a model registered as this int8 graph.
+            if name.startswith("model.onnx") or name.startswith(".inf_ir_named_") or name == "model.safetensors":
                 continue
             src = os.path.join(args.folder, name)
             (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(args.out, name))

@@ -135,6 +135,11 @@ PY
 fi
 export_checked_decoder "$SMOLLM_GGUF" "$SMOLLM_DIR"
 quantize_checked "$SMOLLM_DIR" "$SMOLLM_INT8_DIR"
+# Its weights as safetensors (float16) for the GPU encoder, after the int8
+# copy so that copy does not carry them.
+if [ ! -f "$SMOLLM_DIR/model.safetensors" ]; then
+  "$VENV/bin/python" "$PROJECT_ROOT/scripts/export_decoder_safetensors.py" "$SMOLLM_GGUF" "$SMOLLM_DIR"
+fi
 echo "ok"
 
 step "Server settings ($SERVER_CONF)"

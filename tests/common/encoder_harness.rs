@@ -8,7 +8,7 @@
 
 use half::f16;
 use inf_ir::engine::gpu::encoder::kernels::pooling_mode;
-use inf_ir::engine::gpu::encoder::ops::{Activation, EncoderOps};
+use inf_ir::engine::gpu::encoder::ops::{Activation, AttentionShape, EncoderOps};
 use inf_ir::engine::gpu::gemm_plan::{self, Gemm};
 use inf_ir::engine::{EngineResult, Pooling};
 use libloading::{Library, Symbol};
@@ -119,25 +119,90 @@ impl EncoderOps for HarnessOps {
         x: &Vec<H>,
         rows: usize,
         w: &Vec<H>,
-        b: &Vec<H>,
+        b: Option<&Vec<H>>,
         inputs: usize,
         outputs: usize,
         act: Activation,
     ) -> EngineResult<Vec<H>> {
         let mut y = to_half(&self.gemm(&gemm_plan::linear(rows, inputs, outputs), w, x));
         let run: Symbol<unsafe extern "C" fn(u32, u32, *mut H, *const H, i64, i32, i32)> = self.symbol("run_bias_act");
+        let b = b.map_or(std::ptr::null(), |b| b.as_ptr());
         unsafe {
             run(
                 4,
                 self.threads,
                 y.as_mut_ptr(),
-                b.as_ptr(),
+                b,
                 rows as i64,
                 outputs as i32,
                 act.code(),
             )
         };
         Ok(y)
+    }
+
+    fn gather(&mut self, table: &Vec<H>, width: usize, ids: &[u32]) -> EngineResult<Vec<H>> {
+        let mut out = vec![0; ids.len() * width];
+        let run: Symbol<unsafe extern "C" fn(u32, u32, *const H, *const u32, i32, *mut H)> =
+            self.symbol("run_gather_rows");
+        unsafe {
+            run(
+                ids.len() as u32,
+                self.threads,
+                table.as_ptr(),
+                ids.as_ptr(),
+                width as i32,
+                out.as_mut_ptr(),
+            )
+        };
+        Ok(out)
+    }
+
+    fn add_rms_norm(
+        &mut self,
+        x: &Vec<H>,
+        add: Option<&Vec<H>>,
+        weight: &Vec<H>,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> EngineResult<(Vec<H>, Vec<H>)> {
+        let (mut sum, mut normed) = (vec![0; rows * width], vec![0; rows * width]);
+        #[allow(clippy::type_complexity)]
+        let run: Symbol<
+            unsafe extern "C" fn(u32, u32, *const H, *const H, *const H, i32, f32, *mut H, *mut H),
+        > = self.symbol("run_add_rms_norm");
+        let add = add.map_or(std::ptr::null(), |a| a.as_ptr());
+        unsafe {
+            run(
+                rows as u32,
+                self.threads,
+                x.as_ptr(),
+                add,
+                weight.as_ptr(),
+                width as i32,
+                eps,
+                sum.as_mut_ptr(),
+                normed.as_mut_ptr(),
+            )
+        };
+        Ok((sum, normed))
+    }
+
+    fn silu_mul(&mut self, gate_up: &Vec<H>, rows: usize, width: usize) -> EngineResult<Vec<H>> {
+        let mut out = vec![0; rows * width];
+        let run: Symbol<unsafe extern "C" fn(u32, u32, *const H, i64, i32, *mut H)> = self.symbol("run_silu_mul");
+        unsafe {
+            run(
+                4,
+                self.threads,
+                gate_up.as_ptr(),
+                rows as i64,
+                width as i32,
+                out.as_mut_ptr(),
+            )
+        };
+        Ok(out)
     }
 
     fn add_layer_norm(
@@ -175,14 +240,16 @@ impl EncoderOps for HarnessOps {
         qkv: &Vec<H>,
         batch: usize,
         seq: usize,
-        heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
         lengths: &[usize],
     ) -> EngineResult<Vec<H>> {
+        let (heads, head_dim) = (shape.heads, shape.head_dim);
         let n = batch * seq * heads * head_dim;
         let (mut q, mut k, mut v) = (vec![0; n], vec![0; n], vec![0; n]);
-        let split: Symbol<unsafe extern "C" fn(u32, u32, *const H, i32, i32, i32, i32, *mut H, *mut H, *mut H)> =
-            self.symbol("run_split_heads");
+        #[allow(clippy::type_complexity)]
+        let split: Symbol<
+            unsafe extern "C" fn(u32, u32, *const H, i32, i32, i32, i32, i32, f32, *mut H, *mut H, *mut H),
+        > = self.symbol("run_split_heads");
         unsafe {
             split(
                 4,
@@ -191,7 +258,9 @@ impl EncoderOps for HarnessOps {
                 batch as i32,
                 seq as i32,
                 heads as i32,
+                shape.kv_heads as i32,
                 head_dim as i32,
+                shape.rotary_theta.unwrap_or(0.0),
                 q.as_mut_ptr(),
                 k.as_mut_ptr(),
                 v.as_mut_ptr(),
@@ -200,7 +269,7 @@ impl EncoderOps for HarnessOps {
         let scores = self.gemm(&gemm_plan::attention_scores(batch, heads, seq, head_dim), &k, &q);
         let lengths: Vec<i32> = lengths.iter().map(|&l| l as i32).collect();
         let mut probs = vec![0; batch * heads * seq * seq];
-        let softmax: Symbol<unsafe extern "C" fn(u32, u32, *const f32, *const i32, i32, i32, *mut H)> =
+        let softmax: Symbol<unsafe extern "C" fn(u32, u32, *const f32, *const i32, i32, i32, i32, *mut H)> =
             self.symbol("run_masked_softmax");
         unsafe {
             softmax(
@@ -210,6 +279,7 @@ impl EncoderOps for HarnessOps {
                 lengths.as_ptr(),
                 heads as i32,
                 seq as i32,
+                shape.causal as i32,
                 probs.as_mut_ptr(),
             )
         };

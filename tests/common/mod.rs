@@ -47,3 +47,31 @@ pub fn minilm_spec() -> Option<(ModelSpec, PathBuf)> {
     };
     Some((spec, dir))
 }
+
+/// The SmolLM2 decoder folder that scripts/setup.sh exports (ONNX graph and
+/// its weights as model.safetensors), as registration would describe it.
+pub fn smollm_spec() -> Option<(ModelSpec, PathBuf)> {
+    let dir = home().join("models/smollm2-135m-onnx");
+    if !dir.join("model.onnx").is_file() || !dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "skipped: no SmolLM2 export with model.safetensors at {} (run scripts/setup.sh)",
+            dir.display()
+        );
+        return None;
+    }
+    let d = model_folder::inspect(&dir).unwrap();
+    let pooling = d.pooling_or(None).unwrap();
+    let spec = ModelSpec {
+        name: "smollm2".into(),
+        onnx_file: d.onnx_file,
+        tokenizer_file: d.tokenizer_file,
+        query_template: d.query_template,
+        passage_template: d.passage_template,
+        pooling,
+        dimension: d.dimension,
+        max_tokens: d.max_tokens,
+        pad_token_id: d.pad_token_id,
+        padding_side: d.padding_side,
+    };
+    Some((spec, dir))
+}

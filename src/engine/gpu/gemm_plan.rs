@@ -88,6 +88,16 @@ pub fn reference(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     for p in 0..g.batch {
         let (a, b) = (&a[p * g.stride_a..], &b[p * g.stride_b..]);
         let c = &mut c[p * g.stride_c..];
+        if g.transa && !g.transb {
+            // Both operands contiguous along k: dot products (the linear layers' case).
+            for j in 0..g.n {
+                for i in 0..g.m {
+                    c[i + j * g.ldc] =
+                        g.alpha * crate::engine::simd::dot(&a[i * g.lda..][..g.k], &b[j * g.ldb..][..g.k]);
+                }
+            }
+            continue;
+        }
         for j in 0..g.n {
             for i in 0..g.m {
                 let mut sum = 0f32;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::ops::{Activation, EncoderOps};
+use super::ops::{Activation, AttentionShape, EncoderOps};
 use super::safetensors::SafeTensors;
 use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::error::{EngineError, EngineResult};
@@ -229,10 +229,17 @@ impl<B> Bert<B> {
             &types,
         )?;
         let mut x = ops.add_layer_norm(&embedded, None, &self.embed_norm_g, &self.embed_norm_b, rows, h, c.eps)?;
+        let shape = AttentionShape {
+            heads: c.heads,
+            kv_heads: c.heads,
+            head_dim: c.head_dim(),
+            rotary_theta: None,
+            causal: false,
+        };
         for layer in &self.layers {
-            let qkv = ops.linear(&x, rows, &layer.qkv_w, &layer.qkv_b, h, 3 * h, Activation::None)?;
-            let context = ops.attention(&qkv, batch, seq, c.heads, c.head_dim(), &lengths)?;
-            let projected = ops.linear(&context, rows, &layer.out_w, &layer.out_b, h, h, Activation::None)?;
+            let qkv = ops.linear(&x, rows, &layer.qkv_w, Some(&layer.qkv_b), h, 3 * h, Activation::None)?;
+            let context = ops.attention(&qkv, batch, seq, &shape, &lengths)?;
+            let projected = ops.linear(&context, rows, &layer.out_w, Some(&layer.out_b), h, h, Activation::None)?;
             x = ops.add_layer_norm(
                 &projected,
                 Some(&x),
@@ -242,12 +249,20 @@ impl<B> Bert<B> {
                 h,
                 c.eps,
             )?;
-            let up = ops.linear(&x, rows, &layer.up_w, &layer.up_b, h, c.intermediate, c.activation)?;
+            let up = ops.linear(
+                &x,
+                rows,
+                &layer.up_w,
+                Some(&layer.up_b),
+                h,
+                c.intermediate,
+                c.activation,
+            )?;
             let down = ops.linear(
                 &up,
                 rows,
                 &layer.down_w,
-                &layer.down_b,
+                Some(&layer.down_b),
                 c.intermediate,
                 h,
                 Activation::None,

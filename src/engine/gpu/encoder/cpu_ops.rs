@@ -3,7 +3,7 @@
 //! checked against ONNX Runtime on the same weights (tests/gpu_encoder.rs).
 //! Not a serving path: ONNX Runtime embeds on the CPU.
 
-use super::ops::{Activation, EncoderOps};
+use super::ops::{Activation, AttentionShape, EncoderOps};
 use crate::engine::embed::pooling::l2_normalize;
 use crate::engine::error::EngineResult;
 use crate::engine::simd::dot;
@@ -84,7 +84,7 @@ impl EncoderOps for CpuOps {
         x: &Vec<f32>,
         rows: usize,
         w: &Vec<f32>,
-        b: &Vec<f32>,
+        b: Option<&Vec<f32>>,
         inputs: usize,
         outputs: usize,
         act: Activation,
@@ -92,7 +92,47 @@ impl EncoderOps for CpuOps {
         let mut out = Vec::with_capacity(rows * outputs);
         for r in 0..rows {
             let xr = &x[r * inputs..(r + 1) * inputs];
-            out.extend((0..outputs).map(|o| activate(dot(xr, &w[o * inputs..(o + 1) * inputs]) + b[o], act)));
+            out.extend(
+                (0..outputs)
+                    .map(|o| activate(dot(xr, &w[o * inputs..(o + 1) * inputs]) + b.map_or(0.0, |b| b[o]), act)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn gather(&mut self, table: &Vec<f32>, width: usize, ids: &[u32]) -> EngineResult<Vec<f32>> {
+        Ok(ids
+            .iter()
+            .flat_map(|&i| table[i as usize * width..][..width].iter().copied())
+            .collect())
+    }
+
+    fn add_rms_norm(
+        &mut self,
+        x: &Vec<f32>,
+        add: Option<&Vec<f32>>,
+        weight: &Vec<f32>,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> EngineResult<(Vec<f32>, Vec<f32>)> {
+        let sum: Vec<f32> = match add {
+            Some(a) => x.iter().zip(a).map(|(x, a)| x + a).collect(),
+            None => x.clone(),
+        };
+        let mut normed = Vec::with_capacity(rows * width);
+        for row in sum.chunks_exact(width).take(rows) {
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / width as f32 + eps).sqrt();
+            normed.extend(row.iter().zip(weight).map(|(v, w)| v * inv * w));
+        }
+        Ok((sum, normed))
+    }
+
+    fn silu_mul(&mut self, gate_up: &Vec<f32>, rows: usize, width: usize) -> EngineResult<Vec<f32>> {
+        let mut out = Vec::with_capacity(rows * width);
+        for row in gate_up.chunks_exact(2 * width).take(rows) {
+            let (gate, up) = row.split_at(width);
+            out.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
         }
         Ok(out)
     }
@@ -125,26 +165,55 @@ impl EncoderOps for CpuOps {
         qkv: &Vec<f32>,
         batch: usize,
         seq: usize,
-        heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
         lengths: &[usize],
     ) -> EngineResult<Vec<f32>> {
+        let AttentionShape {
+            heads,
+            kv_heads,
+            head_dim,
+            rotary_theta,
+            causal,
+        } = *shape;
         let hidden = heads * head_dim;
-        let stride = 3 * hidden;
+        let stride = (heads + 2 * kv_heads) * head_dim;
+        let group = heads / kv_heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
+        let half = head_dim / 2;
+        // Rotate-half rotary embedding, as the ONNX export computes it: the
+        // frequencies in float64 then float32, the angle and its sine in float32.
+        let rotate = |x: &[f32], t: usize| -> Vec<f32> {
+            let Some(theta) = rotary_theta else { return x.to_vec() };
+            (0..head_dim)
+                .map(|d| {
+                    let j = d % half;
+                    let inv_freq = (1.0 / (theta as f64).powf(2.0 * j as f64 / head_dim as f64)) as f32;
+                    let (s, c) = (t as f32 * inv_freq).sin_cos();
+                    if d < half {
+                        x[d] * c - x[d + half] * s
+                    } else {
+                        x[d] * c + x[d - half] * s
+                    }
+                })
+                .collect()
+        };
         let mut out = vec![0f32; batch * seq * hidden];
         for b in 0..batch {
             for h in 0..heads {
-                let at =
-                    |t: usize, part: usize| &qkv[(b * seq + t) * stride + part * hidden + h * head_dim..][..head_dim];
+                let part = |t: usize, offset: usize| &qkv[(b * seq + t) * stride + offset..][..head_dim];
+                let (q_at, k_at) = (h * head_dim, (heads + h / group) * head_dim);
+                let v_at = k_at + kv_heads * head_dim;
+                let keys: Vec<Vec<f32>> = (0..lengths[b]).map(|j| rotate(part(j, k_at), j)).collect();
                 for i in 0..seq {
-                    let scores: Vec<f32> = (0..lengths[b]).map(|j| dot(at(i, 0), at(j, 1)) * scale).collect();
+                    let q = rotate(part(i, q_at), i);
+                    let visible = if causal { lengths[b].min(i + 1) } else { lengths[b] };
+                    let scores: Vec<f32> = keys[..visible].iter().map(|k| dot(&q, k) * scale).collect();
                     let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let weights: Vec<f32> = scores.iter().map(|s| (s - top).exp()).collect();
                     let total: f32 = weights.iter().sum();
                     let o = &mut out[(b * seq + i) * hidden + h * head_dim..][..head_dim];
                     for (j, w) in weights.iter().enumerate() {
-                        o.iter_mut().zip(at(j, 2)).for_each(|(o, v)| *o += w / total * v);
+                        o.iter_mut().zip(part(j, v_at)).for_each(|(o, v)| *o += w / total * v);
                     }
                 }
             }
@@ -202,8 +271,19 @@ mod tests {
         qkv[4..6].copy_from_slice(&[2.0, 0.0]);
         qkv[10..12].copy_from_slice(&[0.0, 4.0]);
         qkv[16..18].copy_from_slice(&[100.0, 100.0]); // padding's value
-        let out = CpuOps.attention(&qkv, 1, 3, 1, 2, &[2]).unwrap();
+        let shape = AttentionShape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 2,
+            rotary_theta: None,
+            causal: false,
+        };
+        let out = CpuOps.attention(&qkv, 1, 3, &shape, &[2]).unwrap();
         assert_eq!(&out[..2], &[1.0, 2.0]);
+        // Causal: the first token sees only itself.
+        let causal = AttentionShape { causal: true, ..shape };
+        let out = CpuOps.attention(&qkv, 1, 3, &causal, &[2]).unwrap();
+        assert_eq!(&out[..2], &[2.0, 0.0]);
     }
 
     #[test]

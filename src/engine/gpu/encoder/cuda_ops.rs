@@ -10,10 +10,11 @@ use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchArgs, LaunchConfi
 use half::f16;
 
 use super::bert::Bert;
+use super::decoder::Decoder;
 use super::kernels::{self, elementwise_blocks, pooling_mode, THREADS};
-use super::ops::{Activation, EncoderOps};
+use super::ops::{Activation, AttentionShape, EncoderOps};
 use crate::engine::embed::tokenize::TokenizedText;
-use crate::engine::error::EngineResult;
+use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::gpu::context::{device_error, Device};
 use crate::engine::gpu::gemm_plan::{self, Gemm};
 use crate::engine::Pooling;
@@ -123,18 +124,67 @@ impl EncoderOps for CudaOps {
         x: &Buf,
         rows: usize,
         w: &Buf,
-        b: &Buf,
+        b: Option<&Buf>,
         inputs: usize,
         outputs: usize,
         act: Activation,
     ) -> EngineResult<Buf> {
         let mut y = self.alloc::<f16>(rows * outputs)?;
         self.gemm(&gemm_plan::linear(rows, inputs, outputs), w, x, &mut y, false)?;
-        let (rows_arg, width, mode) = (rows as i64, outputs as i32, act.code());
+        if b.is_none() && act == Activation::None {
+            return Ok(y);
+        }
+        let (rows_arg, width, mode, null) = (rows as i64, outputs as i32, act.code(), 0u64);
         let mut args = self.builder("bias_act");
-        args.arg(&mut y).arg(b).arg(&rows_arg).arg(&width).arg(&mode);
+        args.arg(&mut y);
+        match b {
+            Some(b) => args.arg(b),
+            None => args.arg(&null),
+        };
+        args.arg(&rows_arg).arg(&width).arg(&mode);
         Self::run(args, elementwise_blocks(rows * outputs), "adding a bias")?;
         Ok(y)
+    }
+
+    fn gather(&mut self, table: &Buf, width: usize, ids: &[u32]) -> EngineResult<Buf> {
+        let ids = self.to_device(ids)?;
+        let mut out = self.alloc::<f16>(ids.len() * width)?;
+        let width = width as i32;
+        let mut args = self.builder("gather_rows");
+        args.arg(table).arg(&ids).arg(&width).arg(&mut out);
+        Self::run(args, ids.len() as u32, "embedding tokens")?;
+        Ok(out)
+    }
+
+    fn add_rms_norm(
+        &mut self,
+        x: &Buf,
+        add: Option<&Buf>,
+        weight: &Buf,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> EngineResult<(Buf, Buf)> {
+        let (mut sum, mut normed) = (self.alloc::<f16>(rows * width)?, self.alloc::<f16>(rows * width)?);
+        let (w, null) = (width as i32, 0u64);
+        let mut args = self.builder("add_rms_norm");
+        args.arg(x);
+        match add {
+            Some(a) => args.arg(a),
+            None => args.arg(&null),
+        };
+        args.arg(weight).arg(&w).arg(&eps).arg(&mut sum).arg(&mut normed);
+        Self::run(args, rows as u32, "RMS norm")?;
+        Ok((sum, normed))
+    }
+
+    fn silu_mul(&mut self, gate_up: &Buf, rows: usize, width: usize) -> EngineResult<Buf> {
+        let mut out = self.alloc::<f16>(rows * width)?;
+        let (r, w) = (rows as i64, width as i32);
+        let mut args = self.builder("silu_mul");
+        args.arg(gate_up).arg(&r).arg(&w).arg(&mut out);
+        Self::run(args, elementwise_blocks(rows * width), "SwiGLU")?;
+        Ok(out)
     }
 
     fn add_layer_norm(
@@ -165,23 +215,32 @@ impl EncoderOps for CudaOps {
         qkv: &Buf,
         batch: usize,
         seq: usize,
-        heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
         lengths: &[usize],
     ) -> EngineResult<Buf> {
+        let (heads, head_dim) = (shape.heads, shape.head_dim);
         let n = batch * seq * heads * head_dim;
         let (mut q, mut k, mut v) = (self.alloc::<f16>(n)?, self.alloc::<f16>(n)?, self.alloc::<f16>(n)?);
-        let (b, s, h, d) = (batch as i32, seq as i32, heads as i32, head_dim as i32);
+        let (b, s, h, kv, d) = (
+            batch as i32,
+            seq as i32,
+            heads as i32,
+            shape.kv_heads as i32,
+            head_dim as i32,
+        );
+        let theta = shape.rotary_theta.unwrap_or(0.0);
         let mut args = self.builder("split_heads");
         args.arg(qkv)
             .arg(&b)
             .arg(&s)
             .arg(&h)
+            .arg(&kv)
             .arg(&d)
+            .arg(&theta)
             .arg(&mut q)
             .arg(&mut k)
             .arg(&mut v);
-        Self::run(args, elementwise_blocks(3 * n), "splitting heads")?;
+        Self::run(args, elementwise_blocks(n), "splitting heads")?;
         let mut scores = self.alloc::<f32>(batch * heads * seq * seq)?;
         self.gemm(
             &gemm_plan::attention_scores(batch, heads, seq, head_dim),
@@ -193,8 +252,14 @@ impl EncoderOps for CudaOps {
         let lengths: Vec<i32> = lengths.iter().map(|&l| l as i32).collect();
         let lengths = self.to_device(&lengths)?;
         let mut probs = self.alloc::<f16>(batch * heads * seq * seq)?;
+        let causal = shape.causal as i32;
         let mut args = self.builder("masked_softmax");
-        args.arg(&scores).arg(&lengths).arg(&h).arg(&s).arg(&mut probs);
+        args.arg(&scores)
+            .arg(&lengths)
+            .arg(&h)
+            .arg(&s)
+            .arg(&causal)
+            .arg(&mut probs);
         Self::run(args, (batch * heads * seq) as u32, "softmax")?;
         let mut context = self.alloc::<f16>(n)?;
         self.gemm(
@@ -240,17 +305,27 @@ impl EncoderOps for CudaOps {
     }
 }
 
-/// A BERT-family model resident on a GPU.
+enum Model {
+    Bert(Bert<Buf>),
+    Decoder(Decoder<Buf>),
+}
+
+/// A model resident on a GPU: a BERT-family encoder or a Llama/Qwen2 decoder,
+/// by config.json's model_type.
 pub struct GpuEncoder {
     ops: CudaOps,
-    model: Bert<Buf>,
+    model: Model,
 }
 
 impl GpuEncoder {
     /// Load `folder`'s config.json and model.safetensors onto device `ordinal`.
     pub fn load(ordinal: usize, folder: &Path, pooling: Pooling) -> EngineResult<Self> {
+        let kind = model_type(folder)?;
         let mut ops = CudaOps::open(ordinal)?;
-        let model = Bert::load(folder, pooling, &mut ops)?;
+        let model = match kind.as_str() {
+            "bert" => Model::Bert(Bert::load(folder, pooling, &mut ops)?),
+            _ => Model::Decoder(Decoder::load(folder, pooling, &mut ops)?),
+        };
         Ok(GpuEncoder { ops, model })
     }
 
@@ -259,11 +334,33 @@ impl GpuEncoder {
     }
 
     pub fn dimension(&self) -> usize {
-        self.model.config.hidden
+        match &self.model {
+            Model::Bert(m) => m.config.hidden,
+            Model::Decoder(m) => m.config.hidden,
+        }
     }
 
     /// Pooled, L2-normalised embeddings of one batch.
     pub fn embed(&mut self, texts: &[&TokenizedText]) -> EngineResult<Vec<Vec<f32>>> {
-        self.model.forward(&mut self.ops, texts)
+        match &self.model {
+            Model::Bert(m) => m.forward(&mut self.ops, texts),
+            Model::Decoder(m) => m.forward(&mut self.ops, texts),
+        }
+    }
+}
+
+/// config.json's model_type, when the GPU runs it (before any CUDA call).
+pub fn model_type(folder: &Path) -> EngineResult<String> {
+    let path = folder.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| EngineError::files(format!("cannot read {}: {e}", path.display())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| EngineError::files(format!("{} is not JSON: {e}", path.display())))?;
+    match v["model_type"].as_str() {
+        Some(kind @ ("bert" | "llama" | "qwen2")) => Ok(kind.to_string()),
+        other => Err(EngineError::files(format!(
+            "the GPU encoder runs BERT, Llama and Qwen2 models, not {:?}",
+            other.unwrap_or("(no model_type)")
+        ))),
     }
 }

@@ -7,7 +7,7 @@ use crate::engine::Pooling;
 pub const SOURCE: &str = include_str!("../kernels/encoder.cu");
 
 /// The kernels, by name, as NVRTC exports them (extern "C").
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 10] = [
     "embed_sum",
     "bias_act",
     "add_layer_norm",
@@ -15,6 +15,9 @@ pub const NAMES: [&str; 7] = [
     "masked_softmax",
     "merge_heads",
     "pool_normalize",
+    "gather_rows",
+    "add_rms_norm",
+    "silu_mul",
 ];
 
 /// Threads per block (a power of two: the block reductions need it).

@@ -72,13 +72,24 @@ void run_add_layer_norm(unsigned grid, unsigned threads, const half_t *x, const 
                         const half_t *gamma, const half_t *beta, int width, float eps, half_t *out) {
     launch(grid, threads, [&] { add_layer_norm(x, residual, gamma, beta, width, eps, out); });
 }
-void run_split_heads(unsigned grid, unsigned threads, const half_t *qkv, int batch, int seq, int heads, int dh,
-                     half_t *q, half_t *k, half_t *v) {
-    launch(grid, threads, [&] { split_heads(qkv, batch, seq, heads, dh, q, k, v); });
+void run_split_heads(unsigned grid, unsigned threads, const half_t *qkv, int batch, int seq, int heads,
+                     int kv_heads, int dh, float theta, half_t *q, half_t *k, half_t *v) {
+    launch(grid, threads, [&] { split_heads(qkv, batch, seq, heads, kv_heads, dh, theta, q, k, v); });
 }
 void run_masked_softmax(unsigned grid, unsigned threads, const float *scores, const int *lengths, int heads, int seq,
-                        half_t *probs) {
-    launch(grid, threads, [&] { masked_softmax(scores, lengths, heads, seq, probs); });
+                        int causal, half_t *probs) {
+    launch(grid, threads, [&] { masked_softmax(scores, lengths, heads, seq, causal, probs); });
+}
+void run_gather_rows(unsigned grid, unsigned threads, const half_t *table, const unsigned *ids, int width,
+                     half_t *out) {
+    launch(grid, threads, [&] { gather_rows(table, ids, width, out); });
+}
+void run_add_rms_norm(unsigned grid, unsigned threads, const half_t *x, const half_t *add, const half_t *weight,
+                      int width, float eps, half_t *sum, half_t *normed) {
+    launch(grid, threads, [&] { add_rms_norm(x, add, weight, width, eps, sum, normed); });
+}
+void run_silu_mul(unsigned grid, unsigned threads, const half_t *gate_up, long long rows, int width, half_t *out) {
+    launch(grid, threads, [&] { silu_mul(gate_up, rows, width, out); });
 }
 void run_merge_heads(unsigned grid, unsigned threads, const half_t *context, int batch, int seq, int heads, int dh,
                      half_t *out) {

@@ -59,11 +59,12 @@ extern "C" __global__ void embed_sum(const half_t *word, const half_t *position,
         out[r * hidden + j] = inf_f2h(inf_h2f(w[j]) + inf_h2f(p[j]) + inf_h2f(y[j]));
 }
 
-// x[r][j] += bias[j], then GELU when mode is 1 (erf) or 2 (tanh approximation).
+// x[r][j] += bias[j] (bias may be null), then GELU when mode is 1 (erf) or 2
+// (tanh approximation).
 extern "C" __global__ void bias_act(half_t *x, const half_t *bias, long long rows, int width, int mode) {
     long long n = rows * width;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float v = inf_h2f(x[i]) + inf_h2f(bias[i % width]);
+        float v = inf_h2f(x[i]) + (bias ? inf_h2f(bias[i % width]) : 0.0f);
         if (mode == 1) v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
         else if (mode == 2) v = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
         x[i] = inf_f2h(v);
@@ -91,31 +92,49 @@ extern "C" __global__ void add_layer_norm(const half_t *x, const half_t *residua
     }
 }
 
-// qkv [batch*seq, 3*heads*dh] -> q, k, v each [batch, heads, seq, dh].
-extern "C" __global__ void split_heads(const half_t *qkv, int batch, int seq, int heads, int dh, half_t *q,
-                                       half_t *k, half_t *v) {
-    int hidden = heads * dh;
-    long long n = (long long)batch * seq * 3 * hidden;
+// qkv [batch*seq, (heads + 2*kv_heads)*dh] -> q, k, v each [batch, heads, seq, dh]:
+// each key/value head serves heads/kv_heads query heads (grouped-query
+// attention; kv_heads == heads for BERT). With theta > 0, q and k are
+// rotated by their position (rotate-half rotary embedding, position = row
+// within the sequence: batches are right-padded).
+extern "C" __global__ void split_heads(const half_t *qkv, int batch, int seq, int heads, int kv_heads, int dh,
+                                       float theta, half_t *q, half_t *k, half_t *v) {
+    long long n = (long long)batch * heads * seq * dh;
+    int width = (heads + 2 * kv_heads) * dh;
+    int group = heads / kv_heads;
+    int half = dh / 2;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        long long row = i / (3 * hidden);
-        int col = (int)(i % (3 * hidden));
-        int part = col / hidden, h = (col % hidden) / dh, d = col % dh;
-        long long b = row / seq, t = row % seq;
-        long long to = ((b * heads + h) * seq + t) * dh + d;
-        if (part == 0) q[to] = qkv[i];
-        else if (part == 1) k[to] = qkv[i];
-        else v[to] = qkv[i];
+        int d = (int)(i % dh);
+        long long t = (i / dh) % seq, h = (i / ((long long)dh * seq)) % heads, b = i / ((long long)dh * seq * heads);
+        const half_t *row = qkv + (b * seq + t) * width;
+        int qcol = (int)h * dh, kcol = (heads + (int)h / group) * dh, vcol = kcol + kv_heads * dh;
+        v[i] = row[vcol + d];
+        if (theta > 0.0f) {
+            int j = d < half ? d : d - half;
+            float angle = (float)t * exp2f(-(2.0f * j / dh) * log2f(theta));
+            float c = cosf(angle), s = sinf(angle);
+            int other = d < half ? d + half : d - half;
+            float sign = d < half ? -1.0f : 1.0f;
+            q[i] = inf_f2h(inf_h2f(row[qcol + d]) * c + sign * inf_h2f(row[qcol + other]) * s);
+            k[i] = inf_f2h(inf_h2f(row[kcol + d]) * c + sign * inf_h2f(row[kcol + other]) * s);
+        } else {
+            q[i] = row[qcol + d];
+            k[i] = row[kcol + d];
+        }
     }
 }
 
 // One block per score row (batch*heads*seq rows of seq floats): softmax over
-// the keys of the row's sequence (lengths[b] of them), zero past them.
-extern "C" __global__ void masked_softmax(const float *scores, const int *lengths, int heads, int seq,
+// the keys of the row's sequence (lengths[b] of them; with causal, only keys
+// up to the row's own position), zero for the others.
+extern "C" __global__ void masked_softmax(const float *scores, const int *lengths, int heads, int seq, int causal,
                                           half_t *probs) {
     __shared__ float scratch[1024];
     long long row = blockIdx.x;
     int b = (int)(row / ((long long)heads * seq));
     int len = lengths[b];
+    int own = (int)(row % seq);
+    if (causal && own + 1 < len) len = own + 1;
     const float *s = scores + row * seq;
     float top = -3.0e38f;
     for (int j = threadIdx.x; j < len; j += blockDim.x) top = s[j] > top ? s[j] : top;
@@ -161,4 +180,39 @@ extern "C" __global__ void pool_normalize(const half_t *x, const int *lengths, i
     float norm = sqrtf(inf_block_sum(squares, scratch));
     for (int j = threadIdx.x; j < hidden; j += blockDim.x)
         out[b * hidden + j] = norm > 0.0f ? out[b * hidden + j] / norm : 0.0f;
+}
+
+// One block per row: out[r] = table[ids[r]] (a decoder's token embeddings).
+extern "C" __global__ void gather_rows(const half_t *table, const unsigned *ids, int width, half_t *out) {
+    long long r = blockIdx.x;
+    for (int j = threadIdx.x; j < width; j += blockDim.x) out[r * width + j] = table[(long long)ids[r] * width + j];
+}
+
+// One block per row: sum = x + add (add may be null), normed = RMSNorm(sum) * weight.
+extern "C" __global__ void add_rms_norm(const half_t *x, const half_t *add, const half_t *weight, int width,
+                                        float eps, half_t *sum, half_t *normed) {
+    __shared__ float scratch[1024];
+    long long base = (long long)blockIdx.x * width;
+    float squares = 0.0f;
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        float v = inf_h2f(x[base + j]) + (add ? inf_h2f(add[base + j]) : 0.0f);
+        sum[base + j] = inf_f2h(v);
+        squares += v * v;
+    }
+    float inv = 1.0f / sqrtf(inf_block_sum(squares, scratch) / width + eps);
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        float v = inf_h2f(x[base + j]) + (add ? inf_h2f(add[base + j]) : 0.0f);
+        normed[base + j] = inf_f2h(v * inv * inf_h2f(weight[j]));
+    }
+}
+
+// gate_up [rows, 2*width] (gate, then up) -> out [rows, width] = silu(gate) * up.
+extern "C" __global__ void silu_mul(const half_t *gate_up, long long rows, int width, half_t *out) {
+    long long n = rows * width;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / width;
+        int j = (int)(i % width);
+        float g = inf_h2f(gate_up[r * 2 * width + j]), u = inf_h2f(gate_up[r * 2 * width + width + j]);
+        out[i] = inf_f2h(g / (1.0f + expf(-g)) * u);
+    }
 }
