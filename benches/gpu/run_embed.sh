@@ -10,7 +10,9 @@
 #   instructions, tokenized and embedded by ONNX Runtime (target/gpu/embed-data).
 # On the device machine (torch, a CUDA driver; no registry, no cargo):
 #   OUT=... benches/gpu/run_embed.sh
-#   gpu_embed's cosine and passages/s, then embed_torch.py's; JSON in $OUT.
+#   gpu_embed's cosine and passages/s, then embed_torch.py's; then a decoder
+#   made there (decoder_torch.py: SmolLM2's shape, random weights) checked
+#   against transformers and timed against it; JSON in $OUT.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 GPU_DIR=${GPU_DIR:-$ROOT/target/gpu}
@@ -56,4 +58,18 @@ timeout "$STEP_TIMEOUT" "$PYTHON" "$ROOT/benches/gpu/embed_torch.py" --model "$G
   --data "$GPU_DIR/embed-data" --out "$OUT" ${TOKENS:+--tokens $TOKENS} ${BATCHES:+--batches $BATCHES} \
   >"$OUT/embed_torch.log" 2>&1 || failed=1
 tail -3 "$OUT/embed_torch.log"
+echo "== a decoder (SmolLM2's shape, random weights made here): inf_ir vs transformers"
+DEC=$(mktemp -d "${TMPDIR:-/tmp}/decoder.XXXXXX")
+if timeout "$STEP_TIMEOUT" "$PYTHON" "$ROOT/benches/gpu/decoder_torch.py" make --out "$DEC" >"$OUT/decoder_make.log" 2>&1; then
+  mkdir -p "$OUT/decoder"
+  timeout "$STEP_TIMEOUT" "$GPU_DIR/gpu_embed" run --model "$DEC" --data "$DEC" --out "$OUT/decoder" --pooling last \
+    --tokens 128 --batches 32,128,512 2>"$OUT/decoder/gpu_embed.log" || failed=1
+  cat "$OUT/decoder/gpu_embed.log"
+  timeout "$STEP_TIMEOUT" "$PYTHON" "$ROOT/benches/gpu/decoder_torch.py" baseline --model "$DEC" \
+    --out "$OUT/decoder/torch.json" >"$OUT/decoder/torch.log" 2>&1 || failed=1
+  tail -1 "$OUT/decoder/torch.log"
+else
+  tail -5 "$OUT/decoder_make.log"; failed=1
+fi
+rm -rf "$DEC"
 exit $failed

@@ -126,11 +126,13 @@ impl<B> Decoder<B> {
     ) -> EngineResult<Self> {
         let (h, dh, i) = (config.hidden, config.head_dim(), config.intermediate);
         let kv = config.kv_heads * dh;
-        let embed = ops.upload(&weights.f32("model.embed_tokens.weight", &[config.vocab, h])?)?;
-        let norm = ops.upload(&weights.f32("model.norm.weight", &[h])?)?;
+        // A *ForCausalLM checkpoint prefixes "model."; a bare *Model's has none.
+        let prefix = if weights.info("model.embed_tokens.weight").is_some() { "model." } else { "" };
+        let embed = ops.upload(&weights.f32(&format!("{prefix}embed_tokens.weight"), &[config.vocab, h])?)?;
+        let norm = ops.upload(&weights.f32(&format!("{prefix}norm.weight"), &[h])?)?;
         let mut layers = Vec::with_capacity(config.layers);
         for l in 0..config.layers {
-            let at = |rest: &str| format!("model.layers.{l}.{rest}");
+            let at = |rest: &str| format!("{prefix}layers.{l}.{rest}");
             let mut qkv_w = weights.f32(&at("self_attn.q_proj.weight"), &[h, h])?;
             qkv_w.extend(weights.f32(&at("self_attn.k_proj.weight"), &[kv, h])?);
             qkv_w.extend(weights.f32(&at("self_attn.v_proj.weight"), &[kv, h])?);
