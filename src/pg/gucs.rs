@@ -133,8 +133,8 @@ pub fn init() {
     GucRegistry::define_enum_guc(
         c"inf_ir.embed_device",
         c"Where the shared worker embeds: auto, cpu or cuda.",
-        c"auto uses a CUDA device when the driver, cuBLAS and NVRTC are there and the model is a BERT checkpoint \
-          (model.safetensors beside its ONNX graph); otherwise ONNX Runtime on the CPU. Read when the model host starts; \
+        c"auto uses a CUDA device when the driver, cuBLAS and NVRTC are there and the model is a BERT, Llama or \
+          Qwen2 checkpoint (model.safetensors beside its ONNX graph); otherwise ONNX Runtime on the CPU. Read when the model host starts; \
           inf_ir.worker_status shows what each model uses and why.",
         &EMBED_DEVICE,
         GucContext::Sighup,

@@ -50,6 +50,11 @@ impl HostModel {
         if let Ok(gpu) = &self.gpu {
             if gpu.usable() {
                 match gpu.embed(texts, batch, interrupt) {
+                    // Too large a batch for the memory free now: this call on the CPU only.
+                    Err(e) if e.kind == ErrorKind::OutOfMemory => log(&format!(
+                        "model \"{}\": {e}; this request embeds on the CPU",
+                        self.key.spec.name
+                    )),
                     Err(e) if e.kind != ErrorKind::Cancelled => {
                         log(&format!(
                             "model \"{}\": the GPU failed ({e}); it embeds on the CPU from now on",
