@@ -22,6 +22,7 @@ fn load_model() -> Option<EmbeddingModel> {
             &RuntimeOptions {
                 library: library(),
                 intra_threads: 2,
+                cuda_provider: false,
             },
         )
         .unwrap(),
@@ -162,4 +163,35 @@ fn interrupt_stops_a_long_batch_promptly() {
         late < Duration::from_millis(1000),
         "stopped {late:?} after the interrupt"
     );
+}
+
+/// ONNX Runtime's CUDA provider asked for with a CPU-only library (as set-up
+/// installs): the session runs on the CPU, says why, and embeds the same.
+#[test]
+fn cuda_provider_without_cuda_falls_back_to_the_cpu() {
+    let Some((spec, _)) = minilm_spec() else { return };
+    let load = |cuda_provider| {
+        EmbeddingModel::load(
+            spec.clone(),
+            &RuntimeOptions {
+                library: library(),
+                intra_threads: 2,
+                cuda_provider,
+            },
+        )
+        .unwrap()
+    };
+    let (asked, plain) = (load(true), load(false));
+    assert_eq!(plain.provider(), "cpu");
+    if asked.provider() != "onnxruntime cuda" {
+        assert!(
+            asked.provider().starts_with("cpu (ONNX Runtime's CUDA provider: "),
+            "{}",
+            asked.provider()
+        );
+        let inputs = [EmbedInput::Passage("x y z")];
+        let embed = |m: &EmbeddingModel| m.embed(&inputs, BatchOptions::default(), &NeverInterrupt).unwrap();
+        assert_eq!(embed(&asked), embed(&plain));
+    }
+    eprintln!("provider: {}", asked.provider());
 }

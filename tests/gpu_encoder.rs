@@ -21,6 +21,7 @@ fn bert_forward_matches_onnx_runtime_on_minilm() {
         &RuntimeOptions {
             library: library(),
             intra_threads: 2,
+            cuda_provider: false,
         },
     )
     .unwrap();
@@ -65,6 +66,7 @@ fn device_kernels_and_layouts_match_onnx_runtime_on_minilm() {
         &RuntimeOptions {
             library: library(),
             intra_threads: 2,
+            cuda_provider: false,
         },
     )
     .unwrap();
@@ -103,6 +105,7 @@ fn decoder_forward_matches_onnx_runtime_on_smollm2() {
         &RuntimeOptions {
             library: library(),
             intra_threads: 2,
+            cuda_provider: false,
         },
     )
     .unwrap();

@@ -91,6 +91,7 @@ fn reference(flag: &dyn Fn(&str) -> Option<String>) {
         &RuntimeOptions {
             library: library.into(),
             intra_threads: 2,
+            cuda_provider: false,
         },
     )
     .unwrap();

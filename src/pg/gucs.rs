@@ -19,6 +19,7 @@ static EXACT_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
 static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 static RERANK_ON_FAILURE: GucSetting<RerankOnFailure> = GucSetting::<RerankOnFailure>::new(RerankOnFailure::Error);
 static EMBED_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
+static ONNXRUNTIME_CUDA: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Where the shared worker embeds.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -140,6 +141,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"inf_ir.onnxruntime_cuda",
+        c"Ask ONNX Runtime for its CUDA execution provider (needs a library from onnxruntime-gpu).",
+        c"A model whose session cannot have it (a CPU-only library, no CUDA or cuDNN) runs on the CPU and says why \
+          in inf_ir.worker_status. Applies to models loaded after the change. Only superusers may set it: it makes \
+          the server load CUDA libraries.",
+        &ONNXRUNTIME_CUDA,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"inf_ir.worker_max_models",
         c"Models the shared worker keeps loaded; the least recently used goes first.",
@@ -248,6 +259,10 @@ pub fn worker_batch_wait() -> std::time::Duration {
 
 pub fn worker_max_models() -> usize {
     WORKER_MAX_MODELS.get().max(1) as usize
+}
+
+pub fn onnxruntime_cuda() -> bool {
+    ONNXRUNTIME_CUDA.get()
 }
 
 pub fn embed_device() -> crate::engine::gpu::device::DevicePreference {

@@ -74,12 +74,12 @@ impl GpuCopy {
         !self.failed.load(Ordering::Acquire)
     }
 
-    /// Where this copy embeds now, for the status view.
-    pub fn state(&self) -> String {
-        match &*self.why_failed.lock() {
-            Some(why) => format!("cpu (the GPU failed: {why})"),
-            None => self.description.clone(),
-        }
+    /// Why this copy is no longer used, None while it is.
+    pub fn failure(&self) -> Option<String> {
+        self.why_failed
+            .lock()
+            .as_ref()
+            .map(|why| format!("the GPU failed: {why}"))
     }
 
     /// Embed in token-budget batches, as ONNX Runtime does on the CPU.

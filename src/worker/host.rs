@@ -30,6 +30,8 @@ pub struct HostSettings {
     pub host_starts: u64,
     /// inf_ir.embed_device: whether models get a GPU copy.
     pub embed_device: DevicePreference,
+    /// inf_ir.onnxruntime_cuda: ONNX Runtime's CUDA provider for the sessions.
+    pub onnxruntime_cuda: bool,
 }
 
 struct Shared {
@@ -51,7 +53,12 @@ pub fn log(message: &str) {
 /// Serve until the process is killed. Returns only if the listener fails.
 pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
     let shared = Arc::new(Shared {
-        store: ModelStore::new(settings.threads, settings.max_models, settings.embed_device),
+        store: ModelStore::new(
+            settings.threads,
+            settings.max_models,
+            settings.embed_device,
+            settings.onnxruntime_cuda,
+        ),
         settings,
         queue: Queue::default(),
         stats: Stats::default(),

@@ -69,11 +69,19 @@ impl HostModel {
         self.model.embed_tokenized(texts, batch, interrupt)
     }
 
-    /// "cuda:0 …" or "cpu (why)".
+    /// "cuda:0 …" (inf_ir's GPU copy), "onnxruntime cuda", or "cpu (why)".
     pub fn device(&self) -> String {
-        match &self.gpu {
-            Ok(gpu) => gpu.state(),
-            Err(reason) => format!("cpu ({reason})"),
+        let why_not_gpu = match &self.gpu {
+            Ok(gpu) => match gpu.failure() {
+                None => return gpu.description.clone(),
+                Some(failed) => failed,
+            },
+            Err(reason) => reason.clone(),
+        };
+        match self.model.provider() {
+            "onnxruntime cuda" => "onnxruntime cuda".to_string(),
+            "cpu" => format!("cpu ({why_not_gpu})"),
+            other => format!("cpu ({why_not_gpu}; {}", other.trim_start_matches("cpu (")),
         }
     }
 }
@@ -82,6 +90,8 @@ pub struct ModelStore {
     threads: usize,
     max_models: usize,
     embed_device: DevicePreference,
+    /// inf_ir.onnxruntime_cuda: ONNX Runtime's own CUDA provider for the sessions.
+    onnxruntime_cuda: bool,
     /// Probed once, on the first model load that may use a GPU.
     device: OnceLock<DeviceState>,
     /// Most recently used first.
@@ -91,11 +101,12 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
-    pub fn new(threads: usize, max_models: usize, embed_device: DevicePreference) -> Self {
+    pub fn new(threads: usize, max_models: usize, embed_device: DevicePreference, onnxruntime_cuda: bool) -> Self {
         ModelStore {
             threads,
             max_models: max_models.max(1),
             embed_device,
+            onnxruntime_cuda,
             device: OnceLock::new(),
             loaded: Mutex::new(Vec::new()),
             loading: Mutex::new(()),
@@ -133,6 +144,7 @@ impl ModelStore {
         let runtime = RuntimeOptions {
             library: key.library.clone(),
             intra_threads: self.threads,
+            cuda_provider: self.onnxruntime_cuda,
         };
         let model = EmbeddingModel::load(spec.clone(), &runtime)?;
         let gpu = match gpu_copy::place(

@@ -41,6 +41,10 @@ pub struct ModelSpec {
 pub struct RuntimeOptions {
     pub library: PathBuf,
     pub intra_threads: usize,
+    /// Ask ONNX Runtime for its CUDA execution provider (a library from
+    /// onnxruntime-gpu); a model whose session cannot have it runs on the
+    /// CPU and says why (`EmbeddingModel::provider`).
+    pub cuda_provider: bool,
 }
 
 /// One text to embed, on either side of the bi-encoder.
@@ -90,6 +94,12 @@ pub struct EmbeddingModel {
     /// Which inputs the graph takes (decoders: position ids) and which
     /// output holds the token states.
     plan: GraphPlan,
+    /// "onnxruntime cuda", or "cpu" (with why, when CUDA was asked for).
+    provider: String,
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text).trim()
 }
 
 /// How often the watcher thread looks at the interrupt flag during a run.
@@ -112,17 +122,38 @@ impl EmbeddingModel {
             memory_fit::weight_bytes(&spec.onnx_file),
             memory_fit::available_bytes(),
         )?;
-        let build = || -> Result<Session, String> {
-            Session::builder(environment)
+        let build = |cuda: bool| -> Result<Session, String> {
+            let mut builder = Session::builder(environment)
                 .map_err(|e| e.to_string())?
                 .with_intra_threads(runtime.intra_threads.max(1))
                 .map_err(|e| e.to_string())?
                 .with_inter_threads(1)
-                .map_err(|e| e.to_string())?
-                .commit_from_file(&spec.onnx_file)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            if cuda {
+                // error_on_failure: a CPU-only library or a missing CUDA says so here,
+                // instead of ONNX Runtime quietly running on the CPU.
+                builder = builder
+                    .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                    .map_err(|e| e.to_string())?;
+            }
+            builder.commit_from_file(&spec.onnx_file).map_err(|e| e.to_string())
         };
-        let session = build().map_err(|e| load_error(&spec.onnx_file, e))?;
+        let (session, provider) = match runtime.cuda_provider {
+            true => match build(true) {
+                Ok(session) => (session, "onnxruntime cuda".to_string()),
+                Err(why) => {
+                    let session = build(false).map_err(|e| load_error(&spec.onnx_file, e))?;
+                    (
+                        session,
+                        format!("cpu (ONNX Runtime's CUDA provider: {})", first_line(&why)),
+                    )
+                }
+            },
+            false => (
+                build(false).map_err(|e| load_error(&spec.onnx_file, e))?,
+                "cpu".to_string(),
+            ),
+        };
         let inputs: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
         let outputs: Vec<OutputInfo> = session.outputs().iter().map(output_info).collect();
         let plan = graph_io::plan(&spec.onnx_file, &inputs, &outputs, spec.dimension, spec.padding_side)?;
@@ -133,11 +164,17 @@ impl EmbeddingModel {
             encoder,
             session: Mutex::new(session),
             plan,
+            provider,
         })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// Where ONNX Runtime runs this model: "onnxruntime cuda" or "cpu (…)".
+    pub fn provider(&self) -> &str {
+        &self.provider
     }
 
     /// Tokenize one input under the model's templates and limits.
@@ -318,7 +355,14 @@ fn output_info(outlet: &ort::value::Outlet) -> OutputInfo {
     let (element, shape) = match outlet.dtype() {
         ort::value::ValueType::Tensor { ty, shape, .. } => {
             let float = matches!(ty, T::Float32 | T::Float16 | T::Bfloat16);
-            (if float { OutputElement::Float } else { OutputElement::Other }, shape.to_vec())
+            (
+                if float {
+                    OutputElement::Float
+                } else {
+                    OutputElement::Other
+                },
+                shape.to_vec(),
+            )
         }
         _ => (OutputElement::Other, Vec::new()),
     };
@@ -356,7 +400,10 @@ mod tests {
     #[test]
     fn load_errors_name_the_file_and_the_likely_fix() {
         let file = Path::new("/m/model.onnx");
-        let fp16 = load_error(file, "Could not find an implementation for Celu(12) node with name ''".into());
+        let fp16 = load_error(
+            file,
+            "Could not find an implementation for Celu(12) node with name ''".into(),
+        );
         assert!(fp16.message.contains("/m/model.onnx") && fp16.message.contains("Celu"));
         assert!(fp16.hint.unwrap().contains("float32 export"));
         let data = load_error(file, "cannot open external data file model.onnx_data".into());

@@ -33,6 +33,7 @@ pub fn runtime_options() -> RuntimeOptions {
     RuntimeOptions {
         library,
         intra_threads: gucs::threads(),
+        cuda_provider: gucs::onnxruntime_cuda(),
     }
 }
 

@@ -137,6 +137,7 @@ fn start_host(listener: &UnixListener, starts: u64) -> Option<libc::pid_t> {
         supervisor_pid: std::process::id() as i32,
         host_starts: starts,
         embed_device: gucs::embed_device(),
+        onnxruntime_cuda: gucs::onnxruntime_cuda(),
     };
     // The supervisor is single-threaded, so fork is safe here.
     let pid = unsafe { libc::fork() };

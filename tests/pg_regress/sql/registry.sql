@@ -58,6 +58,7 @@ SELECT * FROM inf_register_model('evil', '/tmp/inf_ir_fixtures/prompts');
 SELECT inf_unregister_model('minilm');
 SET inf_ir.onnxruntime_library = '/tmp/evil.so';
 SET inf_ir.server_models = 'evil=/tmp';
+SET inf_ir.onnxruntime_cuda = on;
 INSERT INTO inf_ir.models SELECT * FROM inf_ir.models;
 SELECT count(*) > 0 AS user_can_read_registry FROM inf_ir.models;
 RESET ROLE;

@@ -45,3 +45,10 @@ SELECT device, detail ~ 'CUDA|cuBLAS|NVRTC|device' AS says_why FROM inf_cuda_dev
 -- in postgresql.conf (or ALTER SYSTEM) and reloaded, not per session.
 SHOW inf_ir.embed_device;
 SET inf_ir.embed_device = cuda;
+
+-- ONNX Runtime's own CUDA provider, asked for with the CPU-only library
+-- set-up installs: the model loads on the CPU and embeds the same.
+SELECT inf_embed('same vector') AS before \gset
+SET inf_ir.onnxruntime_cuda = on;
+SELECT inf_embed('same vector') = :'before'::real[] AS same_on_the_cpu;
+RESET inf_ir.onnxruntime_cuda;

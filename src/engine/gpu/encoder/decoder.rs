@@ -127,7 +127,11 @@ impl<B> Decoder<B> {
         let (h, dh, i) = (config.hidden, config.head_dim(), config.intermediate);
         let kv = config.kv_heads * dh;
         // A *ForCausalLM checkpoint prefixes "model."; a bare *Model's has none.
-        let prefix = if weights.info("model.embed_tokens.weight").is_some() { "model." } else { "" };
+        let prefix = if weights.info("model.embed_tokens.weight").is_some() {
+            "model."
+        } else {
+            ""
+        };
         let embed = ops.upload(&weights.f32(&format!("{prefix}embed_tokens.weight"), &[config.vocab, h])?)?;
         let norm = ops.upload(&weights.f32(&format!("{prefix}norm.weight"), &[h])?)?;
         let mut layers = Vec::with_capacity(config.layers);
