@@ -1,8 +1,8 @@
 //! The host's loaded models: one copy per server, loaded on first request,
 //! checked against the registry's fingerprint, least recently used first out.
-//! ONNX Runtime on the CPU always holds the model (it tokenizes, and answers
-//! when there is no GPU); a GPU copy joins it when `inf_ir.embed_device`
-//! and the device allow (`gpu_copy`).
+//! ONNX Runtime always holds the model (it tokenizes, and answers when there
+//! is no GPU copy); a GPU copy joins it when `inf_ir.embed_device` and the
+//! device allow (`gpu_copy`).
 
 use super::gpu_copy::{self, GpuCopy, Placement};
 use super::host::log;
@@ -39,8 +39,9 @@ fn file_stamps(key: &ModelRef) -> Vec<Option<(u64, SystemTime)>> {
 }
 
 impl HostModel {
-    /// On the GPU when the model has a usable copy there; on the CPU
-    /// otherwise, and for good after a device failure.
+    /// On the GPU copy when there is a usable one; through ONNX Runtime
+    /// otherwise: for good after a device fault, for this request after any
+    /// other GPU error (too little memory free, a text it refuses).
     pub fn embed_tokenized(
         &self,
         texts: &[TokenizedText],
@@ -50,19 +51,22 @@ impl HostModel {
         if let Ok(gpu) = &self.gpu {
             if gpu.usable() {
                 match gpu.embed(texts, batch, interrupt) {
-                    // Too large a batch for the memory free now: this call on the CPU only.
-                    Err(e) if e.kind == ErrorKind::OutOfMemory => log(&format!(
-                        "model \"{}\": {e}; this request embeds on the CPU",
-                        self.key.spec.name
-                    )),
-                    Err(e) if e.kind != ErrorKind::Cancelled => {
+                    Ok(vectors) => return Ok(vectors),
+                    Err(e) if e.kind == ErrorKind::Cancelled => return Err(e),
+                    // A fault of the device itself: the CPU from now on.
+                    Err(e) if e.kind == ErrorKind::Device => {
                         log(&format!(
                             "model \"{}\": the GPU failed ({e}); it embeds on the CPU from now on",
                             self.key.spec.name
                         ));
                         gpu.fail(&e.message);
                     }
-                    done => return done,
+                    // Too little GPU memory free for this batch, or a text the GPU
+                    // path refuses: this request on the CPU, which answers or says why.
+                    Err(e) => log(&format!(
+                        "model \"{}\": {e}; this request embeds on the CPU",
+                        self.key.spec.name
+                    )),
                 }
             }
         }
