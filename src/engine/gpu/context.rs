@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DriverError};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use half::slice::HalfFloatSliceExt;
 
 use super::device::Libraries;
 use super::gemm_plan::Gemm;
@@ -22,6 +23,14 @@ pub struct Device {
     /// "cuda:0 NVIDIA H100 …, compute capability 9.0".
     pub description: String,
     pub compute_capability: (i32, i32),
+}
+
+/// float32 to float16 (round to nearest even), whole slices at a time
+/// (F16C where the CPU has it): uploads of millions of rows.
+pub fn to_half(values: &[f32]) -> Vec<half::f16> {
+    let mut out = vec![half::f16::ZERO; values.len()];
+    out.convert_from_f32_slice(values);
+    out
 }
 
 pub fn device_error(what: &str, e: DriverError) -> EngineError {

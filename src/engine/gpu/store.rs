@@ -10,7 +10,7 @@
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 
-use super::context::{device_error, Device};
+use super::context::{device_error, to_half, Device};
 use super::exact::Candidate;
 use super::gemm_plan;
 use super::search::{check_rows, CandidateSource};
@@ -186,10 +186,7 @@ impl DeviceStore {
             for start in (0..run.len).step_by(UPLOAD_ROWS) {
                 let len = UPLOAD_ROWS.min(run.len - start);
                 let first = run.first + start;
-                let half: Vec<f16> = vectors[first * d..(first + len) * d]
-                    .iter()
-                    .map(|x| f16::from_f32(*x))
-                    .collect();
+                let half = to_half(&vectors[first * d..(first + len) * d]);
                 let slot = run.slot + start;
                 self.device
                     .stream
@@ -365,10 +362,7 @@ impl CandidateSource for DeviceStore {
         let mut out = Vec::with_capacity(nq);
         for first in (0..nq).step_by(per_gemm) {
             let count = per_gemm.min(nq - first);
-            let half: Vec<f16> = queries[first * d..(first + count) * d]
-                .iter()
-                .map(|x| f16::from_f32(*x))
-                .collect();
+            let half = to_half(&queries[first * d..(first + count) * d]);
             let on_device = self
                 .device
                 .stream

@@ -15,7 +15,7 @@ use super::kernels::{self, elementwise_blocks, pooling_mode, THREADS};
 use super::ops::{Activation, AttentionShape, EncoderOps};
 use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::gpu::context::{device_error, Device};
+use crate::engine::gpu::context::{device_error, to_half, Device};
 use crate::engine::gpu::gemm_plan::{self, Gemm};
 use crate::engine::Pooling;
 
@@ -89,8 +89,7 @@ impl EncoderOps for CudaOps {
     type Buf = Buf;
 
     fn upload(&mut self, values: &[f32]) -> EngineResult<Buf> {
-        let half: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
-        self.to_device(&half)
+        self.to_device(&to_half(values))
     }
 
     fn embed(
