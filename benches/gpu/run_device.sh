@@ -10,5 +10,5 @@ OUT=${OUT:?set OUT to the folder that comes back}
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 failed=0
 OUT=$OUT/embed STEP_TIMEOUT=${EMBED_TIMEOUT:-180} "$ROOT/benches/gpu/run_embed.sh" || failed=1
-OUT=$OUT/search STEP_TIMEOUT=${SEARCH_TIMEOUT:-150} "$ROOT/benches/gpu/run_search.sh" || failed=1
+OUT=$OUT/search STEP_TIMEOUT=${SEARCH_TIMEOUT:-200} "$ROOT/benches/gpu/run_search.sh" || failed=1
 exit $failed
