@@ -7,24 +7,26 @@ use inf_ir::engine::gpu::encoder::bert::Bert;
 use inf_ir::engine::gpu::encoder::cpu_ops::CpuOps;
 use inf_ir::engine::gpu::encoder::decoder::Decoder;
 use inf_ir::engine::gpu::encoder::safetensors::SafeTensors;
-use inf_ir::engine::{BatchOptions, EmbedInput, EmbeddingModel, NeverInterrupt, RuntimeOptions};
+use inf_ir::engine::{BatchOptions, EmbedInput, EmbeddingModel, ModelSpec, NeverInterrupt, RuntimeOptions};
 
 mod common;
 use common::{encoder_harness, library, minilm_spec, smollm_spec};
+
+/// The model on ONNX Runtime (CPU): the reference.
+fn onnx_runtime(spec: ModelSpec) -> EmbeddingModel {
+    let runtime = RuntimeOptions {
+        library: library(),
+        intra_threads: 2,
+        cuda_provider: false,
+    };
+    EmbeddingModel::load(spec, &runtime).unwrap()
+}
 
 #[test]
 fn bert_forward_matches_onnx_runtime_on_minilm() {
     let Some((spec, dir)) = minilm_spec() else { return };
     let pooling = spec.pooling;
-    let model = EmbeddingModel::load(
-        spec,
-        &RuntimeOptions {
-            library: library(),
-            intra_threads: 2,
-            cuda_provider: false,
-        },
-    )
-    .unwrap();
+    let model = onnx_runtime(spec);
     let inputs = [
         EmbedInput::Passage("Aspirin lowers the risk of a second heart attack."),
         EmbedInput::Query {
@@ -61,15 +63,7 @@ fn device_kernels_and_layouts_match_onnx_runtime_on_minilm() {
         return;
     };
     let pooling = spec.pooling;
-    let model = EmbeddingModel::load(
-        spec,
-        &RuntimeOptions {
-            library: library(),
-            intra_threads: 2,
-            cuda_provider: false,
-        },
-    )
-    .unwrap();
+    let model = onnx_runtime(spec);
     let inputs = [
         EmbedInput::Passage("Aspirin lowers the risk of a second heart attack."),
         EmbedInput::Query {
@@ -100,15 +94,7 @@ fn device_kernels_and_layouts_match_onnx_runtime_on_minilm() {
 fn decoder_forward_matches_onnx_runtime_on_smollm2() {
     let Some((spec, dir)) = smollm_spec() else { return };
     let pooling = spec.pooling;
-    let model = EmbeddingModel::load(
-        spec,
-        &RuntimeOptions {
-            library: library(),
-            intra_threads: 2,
-            cuda_provider: false,
-        },
-    )
-    .unwrap();
+    let model = onnx_runtime(spec);
     let inputs = [
         EmbedInput::Passage("Aspirin lowers heart attack risk."),
         EmbedInput::Query {

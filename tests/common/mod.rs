@@ -28,13 +28,12 @@ pub fn library() -> PathBuf {
     home().join("onnxruntime/libonnxruntime.so.1.31.1")
 }
 
-/// The installed MiniLM as registration would describe it, and its folder.
-pub fn minilm_spec() -> Option<(ModelSpec, PathBuf)> {
-    let dir = model_dir()?;
+/// A model folder as registration would describe it (defaults from the folder).
+fn spec_of(name: &str, dir: PathBuf) -> (ModelSpec, PathBuf) {
     let d = model_folder::inspect(&dir).unwrap();
     let pooling = d.pooling_or(None).unwrap();
     let spec = ModelSpec {
-        name: "minilm".into(),
+        name: name.into(),
         onnx_file: d.onnx_file,
         tokenizer_file: d.tokenizer_file,
         query_template: d.query_template,
@@ -45,7 +44,12 @@ pub fn minilm_spec() -> Option<(ModelSpec, PathBuf)> {
         pad_token_id: d.pad_token_id,
         padding_side: d.padding_side,
     };
-    Some((spec, dir))
+    (spec, dir)
+}
+
+/// The installed MiniLM as registration would describe it, and its folder.
+pub fn minilm_spec() -> Option<(ModelSpec, PathBuf)> {
+    Some(spec_of("minilm", model_dir()?))
 }
 
 /// The SmolLM2 decoder folder that scripts/setup.sh exports (ONNX graph and
@@ -59,19 +63,5 @@ pub fn smollm_spec() -> Option<(ModelSpec, PathBuf)> {
         );
         return None;
     }
-    let d = model_folder::inspect(&dir).unwrap();
-    let pooling = d.pooling_or(None).unwrap();
-    let spec = ModelSpec {
-        name: "smollm2".into(),
-        onnx_file: d.onnx_file,
-        tokenizer_file: d.tokenizer_file,
-        query_template: d.query_template,
-        passage_template: d.passage_template,
-        pooling,
-        dimension: d.dimension,
-        max_tokens: d.max_tokens,
-        pad_token_id: d.pad_token_id,
-        padding_side: d.padding_side,
-    };
-    Some((spec, dir))
+    Some(spec_of("smollm2", dir))
 }

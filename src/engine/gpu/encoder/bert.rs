@@ -6,8 +6,10 @@
 
 use std::path::Path;
 
+use super::checkpoint;
 use super::ops::{Activation, AttentionShape, EncoderOps};
 use super::safetensors::SafeTensors;
+use super::token_batch::TokenBatch;
 use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::Pooling;
@@ -110,12 +112,8 @@ pub struct Bert<B> {
 impl<B> Bert<B> {
     /// Read `config.json` and `model.safetensors` from `folder` onto `ops`.
     pub fn load<O: EncoderOps<Buf = B>>(folder: &Path, pooling: Pooling, ops: &mut O) -> EngineResult<Self> {
-        let config_path = folder.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| EngineError::files(format!("cannot read {}: {e}", config_path.display())))?;
-        let config = BertConfig::from_json(&text)?;
-        let weights = SafeTensors::open(&folder.join("model.safetensors"))?;
-        Self::from_weights(config, &weights, pooling, ops)
+        let config = BertConfig::from_json(&checkpoint::read_config(folder)?)?;
+        Self::from_weights(config, &checkpoint::weights(folder)?, pooling, ops)
     }
 
     pub fn from_weights<O: EncoderOps<Buf = B>>(
@@ -193,40 +191,19 @@ impl<B> Bert<B> {
         texts: &[&TokenizedText],
     ) -> EngineResult<Vec<Vec<f32>>> {
         let c = &self.config;
-        let (h, batch) = (c.hidden, texts.len());
-        if batch == 0 {
+        let Some(tokens) = TokenBatch::right_padded(texts, c.vocab, Some(c.type_vocab), c.max_positions)? else {
             return Ok(Vec::new());
-        }
-        let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
-        let seq = *lengths.iter().max().expect("a batch of at least one");
-        if seq == 0 || seq > c.max_positions {
-            return Err(EngineError::invalid(format!(
-                "a text of {seq} tokens; this encoder takes 1 to {}",
-                c.max_positions
-            )));
-        }
-        let rows = batch * seq;
-        let (mut ids, mut types, mut positions) = (vec![0u32; rows], vec![0u32; rows], vec![0u32; rows]);
-        for (b, t) in texts.iter().enumerate() {
-            for (j, (&id, &ty)) in t.ids.iter().zip(&t.type_ids).enumerate() {
-                if id < 0 || id as usize >= c.vocab || ty < 0 || ty as usize >= c.type_vocab {
-                    return Err(EngineError::invalid(format!(
-                        "token id {id} (type {ty}) is outside the vocabulary"
-                    )));
-                }
-                ids[b * seq + j] = id as u32;
-                types[b * seq + j] = ty as u32;
-                positions[b * seq + j] = j as u32;
-            }
-        }
+        };
+        let (h, batch, seq, rows) = (c.hidden, texts.len(), tokens.seq, tokens.rows());
+        let lengths = &tokens.lengths;
         let embedded = ops.embed(
             &self.word,
             &self.position,
             &self.token_type,
             h,
-            &ids,
-            &positions,
-            &types,
+            &tokens.ids,
+            &tokens.positions,
+            &tokens.types,
         )?;
         let mut x = ops.add_layer_norm(&embedded, None, &self.embed_norm_g, &self.embed_norm_b, rows, h, c.eps)?;
         let shape = AttentionShape {
@@ -238,7 +215,7 @@ impl<B> Bert<B> {
         };
         for layer in &self.layers {
             let qkv = ops.linear(&x, rows, &layer.qkv_w, Some(&layer.qkv_b), h, 3 * h, Activation::None)?;
-            let context = ops.attention(&qkv, batch, seq, &shape, &lengths)?;
+            let context = ops.attention(&qkv, batch, seq, &shape, lengths)?;
             let projected = ops.linear(&context, rows, &layer.out_w, Some(&layer.out_b), h, h, Activation::None)?;
             x = ops.add_layer_norm(
                 &projected,
@@ -269,7 +246,7 @@ impl<B> Bert<B> {
             )?;
             x = ops.add_layer_norm(&down, Some(&x), &layer.out_norm_g, &layer.out_norm_b, rows, h, c.eps)?;
         }
-        ops.pool(&x, batch, seq, h, &lengths, self.pooling)
+        ops.pool(&x, batch, seq, h, lengths, self.pooling)
     }
 }
 

@@ -10,11 +10,12 @@ use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchArgs, LaunchConfi
 use half::f16;
 
 use super::bert::Bert;
+use super::checkpoint;
 use super::decoder::Decoder;
 use super::kernels::{self, elementwise_blocks, pooling_mode, THREADS};
 use super::ops::{Activation, AttentionShape, EncoderOps};
 use crate::engine::embed::tokenize::TokenizedText;
-use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::error::EngineResult;
 use crate::engine::gpu::context::{device_error, to_half, Device};
 use crate::engine::gpu::gemm_plan::{self, Gemm};
 use crate::engine::Pooling;
@@ -319,7 +320,7 @@ pub struct GpuEncoder {
 impl GpuEncoder {
     /// Load `folder`'s config.json and model.safetensors onto device `ordinal`.
     pub fn load(ordinal: usize, folder: &Path, pooling: Pooling) -> EngineResult<Self> {
-        let kind = model_type(folder)?;
+        let kind = checkpoint::model_type(folder)?;
         let mut ops = CudaOps::open(ordinal)?;
         let model = match kind.as_str() {
             "bert" => Model::Bert(Bert::load(folder, pooling, &mut ops)?),
@@ -345,21 +346,5 @@ impl GpuEncoder {
             Model::Bert(m) => m.forward(&mut self.ops, texts),
             Model::Decoder(m) => m.forward(&mut self.ops, texts),
         }
-    }
-}
-
-/// config.json's model_type, when the GPU runs it (before any CUDA call).
-pub fn model_type(folder: &Path) -> EngineResult<String> {
-    let path = folder.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| EngineError::files(format!("cannot read {}: {e}", path.display())))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| EngineError::files(format!("{} is not JSON: {e}", path.display())))?;
-    match v["model_type"].as_str() {
-        Some(kind @ ("bert" | "llama" | "qwen2")) => Ok(kind.to_string()),
-        other => Err(EngineError::files(format!(
-            "the GPU encoder runs BERT, Llama and Qwen2 models, not {:?}",
-            other.unwrap_or("(no model_type)")
-        ))),
     }
 }

@@ -7,8 +7,10 @@
 
 use std::path::Path;
 
+use super::checkpoint;
 use super::ops::{Activation, AttentionShape, EncoderOps};
 use super::safetensors::SafeTensors;
+use super::token_batch::TokenBatch;
 use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::Pooling;
@@ -110,12 +112,8 @@ pub struct Decoder<B> {
 
 impl<B> Decoder<B> {
     pub fn load<O: EncoderOps<Buf = B>>(folder: &Path, pooling: Pooling, ops: &mut O) -> EngineResult<Self> {
-        let config_path = folder.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| EngineError::files(format!("cannot read {}: {e}", config_path.display())))?;
-        let config = DecoderConfig::from_json(&text)?;
-        let weights = SafeTensors::open(&folder.join("model.safetensors"))?;
-        Self::from_weights(config, &weights, pooling, ops)
+        let config = DecoderConfig::from_json(&checkpoint::read_config(folder)?)?;
+        Self::from_weights(config, &checkpoint::weights(folder)?, pooling, ops)
     }
 
     pub fn from_weights<O: EncoderOps<Buf = B>>(
@@ -178,31 +176,14 @@ impl<B> Decoder<B> {
         texts: &[&TokenizedText],
     ) -> EngineResult<Vec<Vec<f32>>> {
         let c = &self.config;
-        let (h, batch) = (c.hidden, texts.len());
-        if batch == 0 {
+        let Some(tokens) = TokenBatch::right_padded(texts, c.vocab, None, c.max_positions)? else {
             return Ok(Vec::new());
-        }
-        let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
-        let seq = *lengths.iter().max().expect("a batch of at least one");
-        if seq == 0 || seq > c.max_positions {
-            return Err(EngineError::invalid(format!(
-                "a text of {seq} tokens; this decoder takes 1 to {}",
-                c.max_positions
-            )));
-        }
-        let rows = batch * seq;
-        let mut ids = vec![0u32; rows];
-        for (b, t) in texts.iter().enumerate() {
-            for (j, &id) in t.ids.iter().enumerate() {
-                if id < 0 || id as usize >= c.vocab {
-                    return Err(EngineError::invalid(format!("token id {id} is outside the vocabulary")));
-                }
-                ids[b * seq + j] = id as u32;
-            }
-        }
+        };
+        let (h, batch, seq, rows) = (c.hidden, texts.len(), tokens.seq, tokens.rows());
+        let lengths = &tokens.lengths;
         let qkv_width = (c.heads + 2 * c.kv_heads) * c.head_dim();
         let shape = c.attention();
-        let mut x = ops.gather(&self.embed, h, &ids)?;
+        let mut x = ops.gather(&self.embed, h, &tokens.ids)?;
         let mut pending: Option<B> = None; // the last block's output, added to x by the next norm
         for layer in &self.layers {
             let (sum, normed) = ops.add_rms_norm(&x, pending.as_ref(), &layer.input_norm, rows, h, c.eps)?;
@@ -216,7 +197,7 @@ impl<B> Decoder<B> {
                 qkv_width,
                 Activation::None,
             )?;
-            let context = ops.attention(&qkv, batch, seq, &shape, &lengths)?;
+            let context = ops.attention(&qkv, batch, seq, &shape, lengths)?;
             let attended = ops.linear(&context, rows, &layer.o_w, None, h, h, Activation::None)?;
             let (sum, normed) = ops.add_rms_norm(&x, Some(&attended), &layer.post_norm, rows, h, c.eps)?;
             x = sum;
@@ -233,7 +214,7 @@ impl<B> Decoder<B> {
             pending = Some(ops.linear(&mixed, rows, &layer.down_w, None, c.intermediate, h, Activation::None)?);
         }
         let (_, last) = ops.add_rms_norm(&x, pending.as_ref(), &self.norm, rows, h, c.eps)?;
-        ops.pool(&last, batch, seq, h, &lengths, self.pooling)
+        ops.pool(&last, batch, seq, h, lengths, self.pooling)
     }
 }
 

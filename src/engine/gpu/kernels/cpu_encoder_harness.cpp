@@ -6,18 +6,8 @@
 // as cvt.rn.f16.f32 does).
 #define INF_CPU_HARNESS
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
-#include <vector>
-
-struct dim3_shim { unsigned x, y, z; };
-static thread_local dim3_shim threadIdx;
-static dim3_shim blockIdx, blockDim, gridDim;
-static pthread_barrier_t block_barrier;
-#define __global__
-#define __device__
-#define __shared__ static
-#define __syncthreads() pthread_barrier_wait(&block_barrier)
+#include "cpu_shim.h"
 
 static inline float inf_h2f(unsigned short h) {
     _Float16 v;

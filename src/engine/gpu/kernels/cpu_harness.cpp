@@ -1,22 +1,12 @@
-// Runs top_k.cu on the CPU for a test (engine::gpu::kernel_source's tests):
+// Runs top_k.cu on the CPU for a test (engine::gpu::top_k_kernel's tests):
 // each CUDA thread a pthread, __syncthreads a barrier, __shared__ a static
 // shared by the block's threads, blocks one after another. Reads the scores
 // and mask from argv[1], writes pass 2's pairs to argv[2].
 // Input: i32 nq, n, k, threads, chunk; f32 scores[nq * n]; u8 masked[n].
 // Output: per query k pairs (f32 score, i32 id).
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <vector>
-
-struct dim3_shim { unsigned x, y, z; };
-static thread_local dim3_shim threadIdx;
-static dim3_shim blockIdx, blockDim, gridDim;
-static pthread_barrier_t block_barrier;
-#define __global__
-#define __device__
-#define __shared__ static
-#define __syncthreads() pthread_barrier_wait(&block_barrier)
+#include "cpu_shim.h"
 
 #include "top_k.cu"
 
