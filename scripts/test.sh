@@ -67,8 +67,21 @@ step "Restart with shared_preload_libraries = 'inf_ir': the shared worker embeds
 set_preload "$TEST_CLUSTER" yes
 embedding_suites worker
 
-step "Worker mode: inf_search under concurrent inserts, updates and deletes"
+step "Worker mode: inf_search under concurrent inserts, updates, deletes and VACUUM"
 "$VENV/bin/python" tests/python/test_search_concurrency.py --port "$TEST_PORT" --seconds 20
+
+step "Worker mode: inf_ir.search_device without a GPU: the CPU index, with the reason"
+"$VENV/bin/python" tests/python/test_device_search.py --port "$TEST_PORT" --expect cpu
+
+# The host's search copies in its float16 emulation (no GPU here): the same
+# load, write-following, re-score and fall-back code as on a device.
+EMULATED_MEMORY=3000000
+step "Worker mode, INF_IR_GPU_EMULATION=1: search from the host's copy under writes and VACUUM, SIGKILL, REINDEX, a corpus too large"
+(export INF_IR_GPU_EMULATION=1 INF_IR_GPU_EMULATION_MEMORY=$EMULATED_MEMORY; set_preload "$TEST_CLUSTER" yes)
+"$VENV/bin/python" tests/python/test_search_concurrency.py --port "$TEST_PORT" --seconds 10 --search-device cuda
+"$VENV/bin/python" tests/python/test_device_search.py --port "$TEST_PORT" --expect emulated \
+  --device-memory $EMULATED_MEMORY
+set_preload "$TEST_CLUSTER" yes  # restarts without the emulation
 
 step "Worker mode: the index after SIGKILL of every server process mid-insert, and on a streaming standby"
 "$VENV/bin/python" tests/python/test_index_crash.py --port "$TEST_PORT" --cluster "$TEST_CLUSTER" \

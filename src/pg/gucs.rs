@@ -20,8 +20,10 @@ static EXACT_FILTER_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 static RERANK_ON_FAILURE: GucSetting<RerankOnFailure> = GucSetting::<RerankOnFailure>::new(RerankOnFailure::Error);
 static EMBED_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
 static ONNXRUNTIME_CUDA: GucSetting<bool> = GucSetting::<bool>::new(false);
+static SEARCH_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
 
-/// Where the shared worker embeds.
+/// Where the shared worker embeds (inf_ir.embed_device), or where inf_ivf
+/// index scans rank (inf_ir.search_device).
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum EmbedDevice {
     /// A CUDA device when one is usable, else the CPU.
@@ -181,6 +183,16 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"inf_ir.search_device",
+        c"Where inf_ivf index scans rank: auto, cpu or cuda.",
+        c"auto and cuda rank on the shared worker's CUDA device (exact float32 top k; the first search loads a copy \
+          of the index there) when it has one; otherwise, and for scans past 256 rows, the CPU index answers. cuda \
+          also says why in a NOTICE when the CPU answers. inf_ir.worker_status lists the copies.",
+        &SEARCH_DEVICE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"inf_ir.exact_search",
         c"Make inf_search, inf_search_vector scan every passage exactly instead of using the index.",
@@ -268,6 +280,15 @@ pub fn onnxruntime_cuda() -> bool {
 pub fn embed_device() -> crate::engine::gpu::device::DevicePreference {
     use crate::engine::gpu::device::DevicePreference;
     match EMBED_DEVICE.get() {
+        EmbedDevice::Auto => DevicePreference::Auto,
+        EmbedDevice::Cpu => DevicePreference::Cpu,
+        EmbedDevice::Cuda => DevicePreference::Cuda,
+    }
+}
+
+pub fn search_device() -> crate::engine::gpu::device::DevicePreference {
+    use crate::engine::gpu::device::DevicePreference;
+    match SEARCH_DEVICE.get() {
         EmbedDevice::Auto => DevicePreference::Auto,
         EmbedDevice::Cpu => DevicePreference::Cpu,
         EmbedDevice::Cuda => DevicePreference::Cuda,

@@ -7,14 +7,15 @@
 use super::batcher::{self, Job, Queue, Reply};
 use super::models::ModelStore;
 use super::protocol::{self, EmbedRequest, Request, Response, WorkerStatus};
+use super::search_copies::{Opener, SearchCopies, EMULATION_MEMORY_VARIABLE, EMULATION_VARIABLE, MARKER_PATH};
 use super::stats::Stats;
-use crate::engine::gpu::device::DevicePreference;
+use crate::engine::gpu::device::{self, DevicePreference};
 use crate::engine::{BatchOptions, EngineError};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,23 @@ struct Shared {
     queue: Queue,
     stats: Stats,
     started_at: f64,
+    /// inf_ivf indexes copied to the device; made (and the device probed)
+    /// at the first request about them.
+    copies: OnceLock<SearchCopies>,
+    connections: AtomicU64,
+}
+
+impl Shared {
+    fn copies(&self) -> &SearchCopies {
+        self.copies.get_or_init(|| {
+            let emulation = std::env::var(EMULATION_VARIABLE).is_ok_and(|v| v == "1").then(|| {
+                std::env::var(EMULATION_MEMORY_VARIABLE)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            });
+            SearchCopies::new(Opener::new(&device::probe(0), emulation), MARKER_PATH.into())
+        })
+    }
 }
 
 /// How often a connection waiting for its batch checks whether its backend left.
@@ -52,6 +70,9 @@ pub fn log(message: &str) {
 
 /// Serve until the process is killed. Returns only if the listener fails.
 pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
+    // A marker left by an earlier host would make backends send writes for
+    // copies that died with it.
+    let _ = std::fs::remove_file(MARKER_PATH);
     let shared = Arc::new(Shared {
         store: ModelStore::new(
             settings.threads,
@@ -65,6 +86,8 @@ pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
         started_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
+        copies: OnceLock::new(),
+        connections: AtomicU64::new(0),
     });
     let batcher = shared.clone();
     std::thread::Builder::new()
@@ -107,10 +130,15 @@ pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
 fn serve_connection(shared: &Shared, mut stream: UnixStream) {
     let stats = &shared.stats;
     Stats::add(&stats.connections, 1);
+    let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
     // Ends when the backend closes its end (or sends a broken frame).
     while let Ok(Some((tag, payload))) = protocol::read_frame(&mut stream) {
         let response = match Request::decode(tag, &payload) {
             Ok(Request::Status) => Response::Status(status(shared)),
+            Ok(Request::Copy(request)) => match shared.copies().handle(connection, request) {
+                Ok(answer) => Response::Copy(answer),
+                Err(e) => Response::Error(e),
+            },
             Ok(Request::Embed(request)) => match embed(shared, &stream, request) {
                 Some(response) => response,
                 None => break,
@@ -123,6 +151,9 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream) {
         if protocol::write_all(&mut stream, &response.encode()).is_err() {
             break;
         }
+    }
+    if let Some(copies) = shared.copies.get() {
+        copies.connection_closed(connection);
     }
     Stats::sub(&stats.connections, 1);
 }
@@ -212,5 +243,10 @@ fn status(shared: &Shared) -> WorkerStatus {
         dropped: Stats::get(&s.dropped),
         models: shared.store.status(),
         embed_device: shared.store.device_summary(),
+        search_device: shared
+            .copies
+            .get()
+            .map_or("not probed yet".into(), SearchCopies::describe),
+        search_copies: shared.copies.get().map(SearchCopies::status).unwrap_or_default(),
     }
 }

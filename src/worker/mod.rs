@@ -6,14 +6,18 @@
 //! side of one connection), `host` (accepts connections, one thread each),
 //! `models` (the host's loaded models; `gpu_copy` their copies on a CUDA
 //! device), `batcher` (merges queued requests
-//! into batches under a token budget), `stats` (what the status view shows).
+//! into batches under a token budget), `stats` (what the status view shows),
+//! `search_copies` (inf_ivf indexes copied to the GPU for exact search;
+//! their frames in `copy_protocol`).
 
 pub mod batcher;
 pub mod client;
+pub mod copy_protocol;
 pub mod gpu_copy;
 pub mod host;
 pub mod models;
 pub mod protocol;
+pub mod search_copies;
 pub mod stats;
 
 /// The socket, relative to the data directory: every server process runs

@@ -4,6 +4,7 @@
 //! Requests and errors are JSON (texts, specs); vectors go back as raw
 //! little-endian f32, since they are most of the bytes.
 
+use super::copy_protocol::{CopyRequest, CopyResponse};
 use crate::engine::{EmbedInput, EngineError, EngineResult, ModelSpec};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -11,9 +12,11 @@ use std::path::PathBuf;
 
 const TAG_EMBED: u8 = 1;
 const TAG_STATUS: u8 = 2;
+const TAG_COPY: u8 = 3;
 const TAG_VECTORS: u8 = 10;
 const TAG_ERROR: u8 = 11;
 const TAG_STATUS_REPLY: u8 = 12;
+const TAG_COPY_REPLY: u8 = 13;
 
 pub const HEADER_LEN: usize = 5;
 /// PostgreSQL's own limit for one value; nothing larger can come from SQL.
@@ -69,6 +72,8 @@ pub struct EmbedRequest {
 pub enum Request {
     Embed(EmbedRequest),
     Status,
+    /// The search copies of inf_ivf indexes (`copy_protocol`).
+    Copy(CopyRequest),
 }
 
 /// One loaded model, as the status view lists it.
@@ -108,6 +113,23 @@ pub struct WorkerStatus {
     /// inf_ir.embed_device and what the probe found.
     #[serde(default)]
     pub embed_device: String,
+    /// Where search copies live ("cuda:0 …", or "cpu (why not)").
+    #[serde(default)]
+    pub search_device: String,
+    #[serde(default)]
+    pub search_copies: Vec<SearchCopyStatus>,
+}
+
+/// One index's copy in the host, as the status view lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchCopyStatus {
+    pub database: u32,
+    pub index: u32,
+    /// "ready" or "loading".
+    pub state: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub searches: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +137,7 @@ pub enum Response {
     Vectors(Vec<Vec<f32>>),
     Error(EngineError),
     Status(WorkerStatus),
+    Copy(CopyResponse),
 }
 
 fn frame(tag: u8, payload: &[u8]) -> Vec<u8> {
@@ -142,6 +165,7 @@ impl Request {
         match self {
             Request::Embed(r) => frame(TAG_EMBED, &json(r)),
             Request::Status => frame(TAG_STATUS, &[]),
+            Request::Copy(r) => frame(TAG_COPY, &r.encode_payload()),
         }
     }
 
@@ -149,6 +173,7 @@ impl Request {
         match tag {
             TAG_EMBED => Ok(Request::Embed(from_json(payload)?)),
             TAG_STATUS => Ok(Request::Status),
+            TAG_COPY => Ok(Request::Copy(CopyRequest::decode_payload(payload)?)),
             other => Err(protocol_error(format!("unknown request tag {other}"))),
         }
     }
@@ -172,6 +197,7 @@ impl Response {
             }
             Response::Error(e) => frame(TAG_ERROR, &json(e)),
             Response::Status(s) => frame(TAG_STATUS_REPLY, &json(s)),
+            Response::Copy(r) => frame(TAG_COPY_REPLY, &r.encode_payload()),
         }
     }
 
@@ -204,6 +230,7 @@ impl Response {
             }
             TAG_ERROR => Ok(Response::Error(from_json(payload)?)),
             TAG_STATUS_REPLY => Ok(Response::Status(from_json(payload)?)),
+            TAG_COPY_REPLY => Ok(Response::Copy(CopyResponse::decode_payload(payload)?)),
             other => Err(protocol_error(format!("unknown response tag {other}"))),
         }
     }

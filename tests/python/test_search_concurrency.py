@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """inf_search under concurrent writes: while other sessions insert, update
-and delete passages (some transactions rolled back), every search in a
-REPEATABLE READ transaction must return exactly what an exact scan in plain
-SQL returns in the same snapshot: no deleted, invisible or missing row.
+and delete passages (some transactions rolled back) and VACUUM runs, every
+search in a REPEATABLE READ transaction must return exactly what an exact
+scan in plain SQL returns in the same snapshot: no deleted, invisible or
+missing row.
 
-Usage: test_search_concurrency.py --port P [--seconds 20]
+With --search-device cuda the searches rank on the shared worker's device
+(on a server started with INF_IR_GPU_EMULATION=1 and no GPU: its float16
+emulation), so its copy of the index must follow every write and vacuum.
+
+Usage: test_search_concurrency.py --port P [--seconds 20] [--search-device cuda]
 """
 import argparse
 import random
@@ -49,10 +54,25 @@ def writer(dsn, seed, stop, counts, errors):
         errors.append(f"writer {seed}: {e}")
 
 
+def vacuumer(dsn, stop, counts, errors):
+    """VACUUM the passages now and then: entries leave the index (and the
+    device's copy) and their TIDs go to new rows."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            n = 0
+            while not stop.wait(0.5):
+                conn.execute("VACUUM inf_ir.passages")
+                n += 1
+            counts["vacuums"] = n
+    except Exception as e:  # noqa: BLE001 - reported by the main thread
+        errors.append(f"vacuum: {e}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--search-device", choices=["auto", "cpu", "cuda"], default=None)
     args = ap.parse_args()
     dsn = f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres"
     rng = random.Random(1)
@@ -72,11 +92,15 @@ def main():
 
     stop, counts, errors = threading.Event(), {}, []
     threads = [threading.Thread(target=writer, args=(dsn, s, stop, counts, errors)) for s in (11, 12)]
+    threads.append(threading.Thread(target=vacuumer, args=(dsn, stop, counts, errors)))
     for t in threads:
         t.start()
     searches = mismatches = 0
     deadline = time.monotonic() + args.seconds
     with psycopg.connect(dsn, autocommit=False) as conn:
+        if args.search_device:
+            conn.execute("SELECT set_config('inf_ir.search_device', %s, false)", (args.search_device,))
+            conn.commit()
         while time.monotonic() < deadline:
             q = vec(rng)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -102,7 +126,15 @@ def main():
     with psycopg.connect(dsn, autocommit=True) as conn:
         check = conn.execute("SELECT ok, entries, rows_expected, rows_missing, wrong_entries FROM inf_index_check("
                              "('inf_ir.' || inf_corpus_index(%s))::regclass)", (CORPUS,)).fetchone()
-    print(f"{searches} searches during {sum(counts.values())} concurrent write transactions "
+        index = conn.execute("SELECT ('inf_ir.' || inf_corpus_index(%s))::regclass::oid", (CORPUS,)).fetchone()[0]
+        device, copies = conn.execute("SELECT search_device, search_copies FROM inf_ir.worker_status").fetchone()
+    if args.search_device == "cuda":
+        copy = [c for c in copies or [] if c["index"] == index]
+        print(f"search device: {device}; the index's copy: {copy}")
+        if not copy or copy[0]["searches"] < searches:
+            errors.append(f"the searches did not rank on the device (copies: {copies})")
+    vacuums = counts.pop("vacuums", 0)
+    print(f"{searches} searches during {sum(counts.values())} concurrent write transactions and {vacuums} VACUUMs "
           f"(inserts/updates/deletes, 20% rolled back): {mismatches} mismatches against the exact SQL scan; "
           f"index check afterwards: ok={check[0]} ({check[1]} entries, {check[2]} rows, {check[3]} missing, "
           f"{check[4]} wrong)")

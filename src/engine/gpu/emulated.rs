@@ -1,14 +1,17 @@
 //! The device's arithmetic on the CPU: rows stored in float16, scored with
 //! float32 sums, masked slots skipped, best by (score desc, slot asc), the
 //! same slot layout as the CUDA store. A `CandidateSource` for the tests of
-//! the exact search and for the GPU benchmark's dry run on a machine
-//! without a GPU; not a search path (the CPU index is faster).
+//! the exact search, the GPU benchmark's dry run on a machine without a GPU
+//! and the model host's search copies under INF_IR_GPU_EMULATION=1 (the
+//! tests of search from the server); not a search path a user would choose
+//! (the CPU index is faster).
 
 use half::f16;
 
 use super::exact::Candidate;
-use super::search::{check_rows, CandidateSource};
+use super::search::{check_rows, CandidateSource, SearchStore};
 use super::slots::SlotMap;
+use super::store::corpus_bytes;
 use crate::engine::error::{EngineError, EngineResult};
 
 pub struct EmulatedSource {
@@ -105,5 +108,24 @@ impl CandidateSource for EmulatedSource {
                     .collect()
             })
             .collect())
+    }
+}
+
+impl SearchStore for EmulatedSource {
+    fn store(&mut self, ids: &[u64], vectors: &[f32]) -> EngineResult<()> {
+        self.append(ids, vectors)
+    }
+
+    fn remove(&mut self, ids: &[u64]) -> EngineResult<()> {
+        self.delete(ids);
+        Ok(())
+    }
+
+    fn description(&self) -> String {
+        "float16 emulated on the CPU (INF_IR_GPU_EMULATION=1, for tests)".into()
+    }
+
+    fn resident_bytes(&self) -> usize {
+        corpus_bytes(self.slots.capacity(), self.dimension)
     }
 }

@@ -25,6 +25,19 @@ pub trait CandidateSource {
     fn candidates(&mut self, queries: &[f32], wanted: usize) -> EngineResult<Vec<Vec<Candidate>>>;
 }
 
+/// A corpus copy that takes writes as well as queries: the CUDA store on a
+/// GPU, the float16 emulation in tests. The model host keeps one per index.
+pub trait SearchStore: CandidateSource + Send {
+    /// Store rows; an id already stored is overwritten in its slot.
+    fn store(&mut self, ids: &[u64], vectors: &[f32]) -> EngineResult<()>;
+    /// Forget rows (ids not stored are ignored).
+    fn remove(&mut self, ids: &[u64]) -> EngineResult<()>;
+    /// Where it lives, for the status view: "cuda:0 NVIDIA H100 …".
+    fn description(&self) -> String;
+    /// Device (or emulated) memory it holds, in bytes.
+    fn resident_bytes(&self) -> usize;
+}
+
 /// Candidates asked for first: enough that a re-ask is rare.
 pub fn first_ask(k: usize) -> usize {
     (2 * k).max(k + 32).min(MAX_K)

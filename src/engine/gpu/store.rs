@@ -13,7 +13,7 @@ use half::f16;
 use super::context::{device_error, to_half, Device};
 use super::exact::Candidate;
 use super::gemm_plan;
-use super::search::{check_rows, CandidateSource};
+use super::search::{check_rows, CandidateSource, SearchStore};
 use super::slots::{runs, SlotMap};
 use super::top_k_kernel::{self as kernel, variant_for};
 use crate::engine::error::{EngineError, EngineResult, ErrorKind};
@@ -328,11 +328,30 @@ impl DeviceStore {
 }
 
 fn too_large(capacity: usize, dimension: usize, free: usize) -> EngineError {
+    too_large_for(capacity, dimension, free, HEADROOM_BYTES)
+}
+
+/// "3.46 MB", "15.38 GB".
+fn bytes_text(bytes: usize) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.2} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// The refusal of a corpus that does not fit in `free` bytes with
+/// `headroom` left over.
+pub fn too_large_for(capacity: usize, dimension: usize, free: usize, headroom: usize) -> EngineError {
+    let headroom_text = if headroom > 0 {
+        format!(" plus {} headroom", bytes_text(headroom))
+    } else {
+        String::new()
+    };
     EngineError::resources(format!(
-        "a corpus of {capacity} rows × {dimension} needs {:.2} GB on the GPU (float16) plus {:.1} GB headroom; {:.2} GB is free",
-        corpus_bytes(capacity, dimension) as f64 / 1e9,
-        HEADROOM_BYTES as f64 / 1e9,
-        free as f64 / 1e9
+        "a corpus of {capacity} rows × {dimension} needs {} on the GPU (float16){headroom_text}; {} is free",
+        bytes_text(corpus_bytes(capacity, dimension)),
+        bytes_text(free)
     ))
     .with_hint("the corpus is larger than GPU memory: inf_ir searches it on the CPU")
 }
@@ -380,6 +399,24 @@ impl CandidateSource for DeviceStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl SearchStore for DeviceStore {
+    fn store(&mut self, ids: &[u64], vectors: &[f32]) -> EngineResult<()> {
+        self.append(ids, vectors)
+    }
+
+    fn remove(&mut self, ids: &[u64]) -> EngineResult<()> {
+        self.delete(ids)
+    }
+
+    fn description(&self) -> String {
+        DeviceStore::description(self).to_string()
+    }
+
+    fn resident_bytes(&self) -> usize {
+        DeviceStore::resident_bytes(self)
     }
 }
 

@@ -7,6 +7,7 @@ use crate::pg::embed::model_cache::runtime_options;
 use crate::pg::embed::models::ModelRow;
 use crate::pg::errors::{raise, OrRaise};
 use crate::worker::client::{Connection, Waiter};
+use crate::worker::copy_protocol::{CopyRequest, CopyResponse};
 use crate::worker::protocol::{EmbedRequest, ModelRef, OwnedInput, Request, Response, WorkerStatus};
 use crate::worker::SOCKET_PATH;
 use parking_lot::Mutex;
@@ -100,6 +101,57 @@ pub fn call(request: &Request) -> Response {
     response
 }
 
+/// Whether the worker's socket is there (inf_ir is preloaded and its host
+/// runs or is restarting): without it nothing is asked of the worker.
+pub fn socket_exists() -> bool {
+    Path::new(SOCKET_PATH).exists()
+}
+
+fn copy_answer(response: EngineResult<Response>) -> EngineResult<CopyResponse> {
+    match response? {
+        Response::Copy(answer) => Ok(answer),
+        Response::Error(e) => Err(e),
+        other => Err(EngineError::worker(format!(
+            "unexpected answer to a search copy request: {other:?}"
+        ))),
+    }
+}
+
+/// A request about search copies on the kept connection; a worker that
+/// cannot be reached now is an Err (the caller searches on the CPU), cancel
+/// and statement_timeout still raise.
+pub fn try_copy_call(request: CopyRequest) -> EngineResult<CopyResponse> {
+    let mut connection = connect(Duration::ZERO).map_err(|e| EngineError::worker(e.to_string()))?;
+    let answer = copy_answer(connection.call(&Request::Copy(request), &LatchWaiter));
+    if answer.is_ok() {
+        *CONNECTION.lock() = Some(connection);
+    }
+    answer
+}
+
+/// A request about search copies that must arrive (an index write): waits
+/// for a restarting worker like an embedding does, and raises if it cannot.
+pub fn copy_call(request: CopyRequest) -> CopyResponse {
+    copy_answer(Ok(call(&Request::Copy(request)))).or_raise()
+}
+
+/// A connection of the caller's own, for loading a search copy: the worker
+/// drops an unfinished load when its connection closes (on ERROR too, as
+/// this is dropped while unwinding).
+pub struct OwnConnection(Connection);
+
+impl OwnConnection {
+    pub fn open() -> EngineResult<Self> {
+        Connection::connect(Path::new(SOCKET_PATH))
+            .map(OwnConnection)
+            .map_err(|e| EngineError::worker(format!("cannot reach the inf_ir worker: {e}")))
+    }
+
+    pub fn call(&mut self, request: CopyRequest) -> EngineResult<CopyResponse> {
+        copy_answer(self.0.call(&Request::Copy(request), &LatchWaiter))
+    }
+}
+
 /// The worker's status, or why it cannot be had now (no waiting for a restart).
 pub fn try_status() -> Result<WorkerStatus, String> {
     let mut connection = connect(Duration::ZERO).map_err(|e| e.to_string())?;
@@ -151,8 +203,8 @@ impl Embedder for WorkerEmbedder {
                 inputs.len()
             ))),
             Response::Error(e) => Err(e),
-            Response::Status(_) => Err(EngineError::worker(
-                "the worker answered a status to an embedding request",
+            Response::Status(_) | Response::Copy(_) => Err(EngineError::worker(
+                "the worker answered something else than vectors to an embedding request",
             )),
         }
     }

@@ -1,5 +1,6 @@
 //! `inf_worker_status()` and the view `inf_ir.worker_status`: where this
-//! session embeds, and the shared worker's models, queue and throughput.
+//! session embeds, and the shared worker's models, queue and throughput,
+//! and the inf_ivf indexes it holds on its device for search.
 
 use crate::pg::embed::inference::{mode, Mode};
 use crate::pg::embed::model_cache;
@@ -36,6 +37,8 @@ type StatusRow = (
     Vec<String>,
     Option<String>,
     Vec<String>,
+    Option<String>,
+    Option<pgrx::JsonB>,
 );
 
 fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Vec<String>) -> StatusRow {
@@ -66,14 +69,16 @@ fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Ve
             None => local_models.clone(),
         },
         w.map(|s| s.embed_device.clone()),
-        match worker {
-            Some(s) => s.models.into_iter().map(|m| m.device).collect(),
+        match &worker {
+            Some(s) => s.models.iter().map(|m| m.device.clone()).collect(),
             // A session's own models run on ONNX Runtime on the CPU.
             None => local_models
                 .iter()
                 .map(|_| "cpu (this session's own copy)".to_string())
                 .collect(),
         },
+        w.map(|s| s.search_device.clone()),
+        w.map(|s| pgrx::JsonB(serde_json::to_value(&s.search_copies).expect("status serializes"))),
     )
 }
 
@@ -104,6 +109,8 @@ fn inf_worker_status() -> TableIterator<
         name!(models, Vec<String>),
         name!(embed_device, Option<String>),
         name!(model_devices, Vec<String>),
+        name!(search_device, Option<String>),
+        name!(search_copies, Option<pgrx::JsonB>),
     ),
 > {
     let mode = mode();

@@ -3,7 +3,7 @@
 //! of the change: writers of one corpus never wait for each other's commit.
 
 use super::pages::{self, ListHead, Locked, WalChange};
-use super::{build, shape, vector};
+use super::{build, device_copy, shape, vector};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -44,6 +44,9 @@ pub unsafe extern "C-unwind" fn aminsert(
     pages::make_entry(&*heap_tid, &unit, shape.centroid(list), &shape.rotation, &mut entry);
     let location = shape.lists[list];
     append(index, location, &entry);
+    // After the entry is on its page: a copy loading now either reads the
+    // entry there or gets it from here.
+    device_copy::send_insert(device_copy::key(index, meta.build_id), &*heap_tid, &unit);
     false
 }
 

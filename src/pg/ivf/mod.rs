@@ -7,6 +7,8 @@
 mod build;
 mod check;
 mod cost;
+mod device_copy;
+mod device_scan;
 mod distance;
 pub(crate) mod heap_rows;
 mod info;

@@ -4,6 +4,7 @@
 //! so invisible rows never take a place. The executor still checks
 //! visibility and any WHERE clause, and asks for more rows as it needs them.
 
+use super::device_scan::{DeviceScan, Next};
 use super::heap_rows::HeapRows;
 use super::pages::{self, Locked};
 use super::shape::{self, Shape};
@@ -12,6 +13,7 @@ use crate::engine::ivf::scan::{cosine_with_unit, IvfScan, ListReader, Rescorer, 
 use crate::pg::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 struct State {
@@ -22,6 +24,11 @@ struct State {
     /// Made at the first search, released at the end of the scan.
     rows: Option<HeapRows>,
     attnum: i32,
+    /// Ranking on the shared worker's device (inf_ir.search_device).
+    device: Option<DeviceScan>,
+    /// After a device scan handed over: rows it returned, which the CPU
+    /// index skips.
+    returned: HashSet<i64>,
 }
 
 pub(super) struct Pages<'a> {
@@ -102,6 +109,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         done: false,
         rows: None,
         attnum: build::check_indexed_column(index),
+        device: None,
+        returned: HashSet::new(),
     });
     (*scan).opaque = Box::into_raw(state) as *mut std::ffi::c_void;
     scan
@@ -121,6 +130,8 @@ pub unsafe extern "C-unwind" fn amrescan(
     let state = state(scan);
     state.search = None;
     state.done = false;
+    state.device = None;
+    state.returned.clear();
 }
 
 /// Count a scan in pg_stat_user_indexes.idx_scan, as PostgreSQL's own
@@ -171,11 +182,22 @@ unsafe fn start(scan: pg_sys::IndexScanDesc, state: &mut State) {
         probes: gucs::probes(),
         rerank: gucs::rerank(),
     };
+    state.device = DeviceScan::open(index, (*scan).heapRelation, state.attnum, meta.build_id, &shape, &query);
     state.search = Some(IvfScan::new(&query, &shape.centroids, &shape.rotation, plan));
     state.shape = Some(shape);
     if state.rows.is_none() {
         state.rows = Some(HeapRows::begin((*scan).heapRelation, state.attnum));
     }
+}
+
+fn found(scan: pg_sys::IndexScanDesc, key: i64) -> bool {
+    // SAFETY: the scan descriptor PostgreSQL passed to amgettuple.
+    unsafe {
+        (*scan).xs_heaptid = pages::unpack_tid(key);
+        (*scan).xs_recheck = false;
+        (*scan).xs_recheckorderby = false;
+    }
+    true
 }
 
 #[pg_guard]
@@ -190,6 +212,20 @@ pub unsafe extern "C-unwind" fn amgettuple(
     if state.done {
         return false;
     }
+    if let Some(device) = state.device.as_mut() {
+        match device.next(state.rows.as_mut().expect("started"), (*scan).xs_snapshot) {
+            Next::Row(key) => return found(scan, key),
+            Next::End => {
+                state.done = true;
+                return false;
+            }
+            Next::Cpu(why) => {
+                pgrx::debug1!("inf_ir: the CPU index goes on: {why}");
+                state.returned = std::mem::take(&mut device.returned);
+                state.device = None;
+            }
+        }
+    }
     let shape = state.shape.clone().expect("started");
     let mut rows = SnapshotRows {
         rows: state.rows.as_mut().expect("started"),
@@ -199,16 +235,14 @@ pub unsafe extern "C-unwind" fn amgettuple(
         index: (*scan).indexRelation,
         shape: &shape,
     };
-    match state.search.as_mut().expect("started").next(&mut lists, &mut rows) {
-        Some(hit) => {
-            (*scan).xs_heaptid = pages::unpack_tid(hit.id);
-            (*scan).xs_recheck = false;
-            (*scan).xs_recheckorderby = false;
-            true
-        }
-        None => {
-            state.done = true;
-            false
+    loop {
+        match state.search.as_mut().expect("started").next(&mut lists, &mut rows) {
+            Some(hit) if state.returned.contains(&hit.id) => continue,
+            Some(hit) => return found(scan, hit.id),
+            None => {
+                state.done = true;
+                return false;
+            }
         }
     }
 }

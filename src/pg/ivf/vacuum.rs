@@ -2,8 +2,10 @@
 //! later inserts into the same list: each list's insert block moves back to
 //! its first page with room), and the cleanup pass reports the counts.
 
+use super::device_copy;
 use super::pages::{self, ListHead, Locked, WalChange};
 use super::shape::{self, ListLocation};
+use crate::worker::copy_protocol::CopyKey;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -22,6 +24,7 @@ unsafe fn vacuum_list(
     dead: Option<(pg_sys::IndexBulkDeleteCallback, *mut std::ffi::c_void)>,
     stats: &mut pg_sys::IndexBulkDeleteResult,
     entry_len: usize,
+    key: CopyKey,
 ) {
     let mut block = location.head;
     let mut first_with_room: Option<pg_sys::BlockNumber> = None;
@@ -32,14 +35,19 @@ unsafe fn vacuum_list(
         let buffer = Locked::read(index, block, dead.is_some());
         let page = buffer.page();
         let mut remove: Vec<pg_sys::OffsetNumber> = Vec::new();
+        let mut removed_tids = Vec::new();
         for (offset, entry) in pages::items(page) {
             let mut tid = pages::entry_tid(entry);
             match dead {
-                Some((Some(callback), state)) if callback(&mut tid, state) => remove.push(offset),
+                Some((Some(callback), state)) if callback(&mut tid, state) => {
+                    remove.push(offset);
+                    removed_tids.push(tid);
+                }
                 _ => stats.num_index_tuples += 1.0,
             }
         }
         if !remove.is_empty() {
+            device_copy::send_removals(key, &removed_tids);
             let mut wal = WalChange::start(index);
             let image = wal.page(&buffer, false);
             pg_sys::PageIndexMultiDelete(image, remove.as_mut_ptr(), remove.len() as i32);
@@ -87,8 +95,9 @@ unsafe fn walk(
     let (meta, shape) = shape::load(index);
     let entry_len = pages::entry_len(meta.dim.max(1) as usize);
     (*stats).num_index_tuples = 0.0;
+    let key = device_copy::key(index, meta.build_id);
     for location in &shape.lists {
-        vacuum_list(index, *location, dead, &mut *stats, entry_len);
+        vacuum_list(index, *location, dead, &mut *stats, entry_len, key);
     }
     (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     stats

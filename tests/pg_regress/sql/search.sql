@@ -48,6 +48,14 @@ SET inf_ir.exact_search = on;
 SELECT array_agg(external_id ORDER BY rank) AS exact_ranking FROM inf_search(NULL, 'pet health', 5, 'pets');
 RESET inf_ir.exact_search;
 SELECT array_agg(external_id ORDER BY rank) AS index_ranking FROM inf_search(NULL, 'pet health', 5, 'pets');
+-- Where index scans rank (per session): auto, cpu or cuda. Without a GPU
+-- (here) cuda answers on the CPU index, with a NOTICE saying why (muted by
+-- client_min_messages here: the reason differs between local and worker mode).
+SHOW inf_ir.search_device;
+SET inf_ir.search_device = gpu;
+SET inf_ir.search_device = cuda;
+SELECT array_agg(external_id ORDER BY rank) AS cuda_ranking FROM inf_search(NULL, 'pet health', 5, 'pets');
+RESET inf_ir.search_device;
 
 -- Metadata filters inside the search.
 UPDATE inf_ir.passages SET metadata = '{"kind": "study"}' WHERE external_id = 'd4';
