@@ -31,9 +31,16 @@ impl Waiter for PollWaiter {
     }
 }
 
+const GONE: &str = "the inf_ir worker ended during this call";
+
 pub fn worker_gone(detail: impl std::fmt::Display) -> EngineError {
-    EngineError::worker(format!("the inf_ir worker ended during this call ({detail})"))
+    EngineError::worker(format!("{GONE} ({detail})"))
         .with_hint("the worker restarts by itself; run the statement again. The server log says why it ended")
+}
+
+/// Whether `e` says the worker's host ended (closed the connection) mid-call.
+pub fn is_worker_gone(e: &EngineError) -> bool {
+    e.kind == crate::engine::ErrorKind::Worker && e.message.starts_with(GONE)
 }
 
 pub struct Connection {
@@ -92,5 +99,19 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_that_ended_is_told_apart_from_other_worker_errors() {
+        assert!(is_worker_gone(&worker_gone("connection closed")));
+        assert!(!is_worker_gone(&EngineError::worker("cannot reach the inf_ir worker")));
+        assert!(!is_worker_gone(&EngineError::invalid(
+            "the inf_ir worker ended during this call, said a text"
+        )));
     }
 }

@@ -53,6 +53,8 @@ pub extern "C-unwind" fn inf_ir_worker_main(_arg: pg_sys::Datum) {
     // The working directory is the data directory (0700): only the server's
     // OS user can reach the socket.
     let _ = std::fs::remove_file(SOCKET_PATH);
+    // No host yet, so no search copies: backends need not send index writes.
+    let _ = std::fs::remove_file(crate::worker::search_copies::MARKER_PATH);
     if let Some(dir) = std::path::Path::new(SOCKET_PATH).parent() {
         let _ = std::fs::create_dir_all(dir); // initdb makes it; a restored copy may lack it
     }
@@ -92,6 +94,7 @@ pub extern "C-unwind" fn inf_ir_worker_main(_arg: pg_sys::Datum) {
         stop_host(pid);
     }
     let _ = std::fs::remove_file(SOCKET_PATH);
+    let _ = std::fs::remove_file(crate::worker::search_copies::MARKER_PATH);
 }
 
 /// `Some(description)` once the host has exited.

@@ -6,7 +6,7 @@ use crate::engine::{BatchOptions, EmbedInput, Embedder, EngineError, EngineResul
 use crate::pg::embed::model_cache::runtime_options;
 use crate::pg::embed::models::ModelRow;
 use crate::pg::errors::{raise, OrRaise};
-use crate::worker::client::{Connection, Waiter};
+use crate::worker::client::{is_worker_gone, Connection, Waiter};
 use crate::worker::copy_protocol::{CopyRequest, CopyResponse};
 use crate::worker::protocol::{EmbedRequest, ModelRef, OwnedInput, Request, Response, WorkerStatus};
 use crate::worker::SOCKET_PATH;
@@ -129,10 +129,37 @@ pub fn try_copy_call(request: CopyRequest) -> EngineResult<CopyResponse> {
     answer
 }
 
-/// A request about search copies that must arrive (an index write): waits
-/// for a restarting worker like an embedding does, and raises if it cannot.
-pub fn copy_call(request: CopyRequest) -> CopyResponse {
-    copy_answer(Ok(call(&Request::Copy(request)))).or_raise()
+/// An index write for the host's search copies. Where no host runs (nothing
+/// listens on the socket, or the host ended during the call) its copies
+/// died with it and there is nothing to keep in step; a host that runs but
+/// cannot take the write raises, so the write never goes missing silently.
+pub fn copy_write(request: CopyRequest) {
+    let deadline = Instant::now() + CONNECT_PATIENCE;
+    let mut connection = loop {
+        if let Some(connection) = CONNECTION.lock().take() {
+            if !connection.is_closed() {
+                break connection;
+            }
+        }
+        match Connection::connect(Path::new(SOCKET_PATH)) {
+            Ok(connection) => break connection,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && Instant::now() < deadline => {
+                sleep_interruptibly(Duration::from_millis(10))
+            }
+            Err(e) => raise(
+                EngineError::worker(format!(
+                    "cannot tell the inf_ir worker about an index write ({SOCKET_PATH}): {e}"
+                ))
+                .with_hint("it keeps a copy of the index for inf_ir.search_device; run the statement again"),
+            ),
+        }
+    };
+    match copy_answer(connection.call(&Request::Copy(request), &LatchWaiter)) {
+        Ok(_) => *CONNECTION.lock() = Some(connection),
+        Err(e) if is_worker_gone(&e) => {}
+        Err(e) => raise(e),
+    }
 }
 
 /// A connection of the caller's own, for loading a search copy: the worker

@@ -35,7 +35,7 @@ pub fn copies_exist() -> bool {
 /// After aminsert put `tid`'s entry on its page: the row for the copy.
 pub fn send_insert(key: CopyKey, tid: &pg_sys::ItemPointerData, unit: &[f32]) {
     if copies_exist() {
-        worker_client::copy_call(CopyRequest::Append {
+        worker_client::copy_write(CopyRequest::Append {
             key,
             ids: vec![pages::pack_tid(tid) as u64],
             vectors: unit.to_vec(),
@@ -48,7 +48,7 @@ pub fn send_insert(key: CopyKey, tid: &pg_sys::ItemPointerData, unit: &[f32]) {
 /// in the copy (an ERROR here leaves the page, and the row, for next time).
 pub fn send_removals(key: CopyKey, tids: &[pg_sys::ItemPointerData]) {
     if !tids.is_empty() && copies_exist() {
-        worker_client::copy_call(CopyRequest::Remove {
+        worker_client::copy_write(CopyRequest::Remove {
             key,
             ids: tids.iter().map(|t| pages::pack_tid(t) as u64).collect(),
         });
@@ -78,6 +78,26 @@ pub unsafe fn load(
         return Ok(state);
     }
     let mut heap_rows = HeapRows::begin(heap, attnum);
+    let sent = send_every_row(index, &mut heap_rows, &mut connection, key, shape);
+    // Also when sending failed: the fetch holds a buffer pin.
+    heap_rows.end();
+    sent?;
+    match connection.call(CopyRequest::LoadEnd { key })? {
+        CopyResponse::State(state) => Ok(state),
+        other => Err(crate::engine::EngineError::worker(format!(
+            "unexpected answer to the end of a load: {other:?}"
+        ))),
+    }
+}
+
+/// Every entry's row, as the table holds it now, in frames of `LOAD_ROWS`.
+unsafe fn send_every_row(
+    index: pg_sys::Relation,
+    heap_rows: &mut HeapRows,
+    connection: &mut OwnConnection,
+    key: CopyKey,
+    shape: &Shape,
+) -> EngineResult<()> {
     let mut ids: Vec<u64> = Vec::with_capacity(LOAD_ROWS);
     let mut vectors: Vec<f32> = Vec::with_capacity(LOAD_ROWS * shape.dim());
     let any = &raw mut pg_sys::SnapshotAnyData;
@@ -98,21 +118,14 @@ pub unsafe fn load(
                     vectors.extend_from_slice(&unit);
                 }
                 if ids.len() == LOAD_ROWS {
-                    send_rows(&mut connection, key, &mut ids, &mut vectors)?;
+                    send_rows(connection, key, &mut ids, &mut vectors)?;
                 }
             }
             block = next;
             pgrx::check_for_interrupts!();
         }
     }
-    send_rows(&mut connection, key, &mut ids, &mut vectors)?;
-    heap_rows.end();
-    match connection.call(CopyRequest::LoadEnd { key })? {
-        CopyResponse::State(state) => Ok(state),
-        other => Err(crate::engine::EngineError::worker(format!(
-            "unexpected answer to the end of a load: {other:?}"
-        ))),
-    }
+    send_rows(connection, key, &mut ids, &mut vectors)
 }
 
 /// `v` at unit length, None for a vector no index entry can have (zero,

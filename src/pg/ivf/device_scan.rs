@@ -82,7 +82,11 @@ impl DeviceScan {
         }
         if pg_sys::RecoveryInProgress() {
             // Replayed inserts never pass through aminsert: a copy could not follow them.
-            return on_cpu(preference, index, "a standby's copy would not see the rows its WAL replay adds");
+            return on_cpu(
+                preference,
+                index,
+                "a standby's copy would not see the rows its WAL replay adds",
+            );
         }
         if !worker_client::socket_exists() {
             return on_cpu(
