@@ -2,7 +2,9 @@
 //! with 4-bit codes in pages PostgreSQL owns (shared buffers, generic WAL,
 //! VACUUM), ordering by the cosine distance `<=>` with an exact re-score.
 //! The algorithms are in `crate::engine::ivf`; this is the page and
-//! callback layer. Imports the pg plumbing and the engine only.
+//! callback layer. Imports the pg plumbing and the engine, and the worker's
+//! search-copy frames (`device_copy`, `device_scan`: ranking on the shared
+//! worker's GPU).
 
 mod build;
 mod check;

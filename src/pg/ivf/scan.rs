@@ -3,6 +3,8 @@
 //! shortlisted entry comes from its heap row, read in the scan's snapshot,
 //! so invisible rows never take a place. The executor still checks
 //! visibility and any WHERE clause, and asks for more rows as it needs them.
+//! Under inf_ir.search_device the shared worker's device ranks first
+//! (`device_scan`); the lists take over where it stops, skipping its rows.
 
 use super::device_scan::{DeviceScan, Next};
 use super::heap_rows::HeapRows;
