@@ -5,7 +5,17 @@ CREATE TABLE inf_ir.corpora (
     corpus_id  serial PRIMARY KEY,
     name       text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
     model      text NOT NULL REFERENCES inf_ir.models(name) ON UPDATE CASCADE,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- A corpus that follows a table (sql/source_corpora.sql): the table, its
+    -- key, text and metadata columns, and the role whose privileges read it.
+    source          regclass,
+    source_key      text[],
+    source_text     text[],
+    source_metadata text[],
+    source_owner    regrole,
+    CONSTRAINT corpora_source_complete CHECK (
+        (source IS NULL) = (source_key IS NULL) AND (source IS NULL) = (source_text IS NULL)
+        AND (source IS NULL) = (source_owner IS NULL))
 );
 COMMENT ON TABLE inf_ir.corpora IS 'Named passage collections searched by inf_search().';
 

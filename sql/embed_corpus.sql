@@ -16,45 +16,78 @@ DECLARE
     texts text[];
     started timestamptz := pg_catalog.clock_timestamp();
     rate numeric;
+    up_to bigint;
+    b record;
+    n_embedded bigint := 0;
+    n_busy bigint := 0;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 100000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 100000, not %', batch_size
             USING ERRCODE = 'invalid_parameter_value', HINT = 'the default, 256, suits most models';
     END IF;
-    SELECT co.corpus_id, co.model, m.fingerprint INTO c
+    SELECT co.corpus_id, co.model, m.fingerprint, co.source INTO c
     FROM inf_ir.corpora co JOIN inf_ir.models m ON m.name = co.model
     WHERE co.name = corpus;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'corpus "%" does not exist', corpus
             USING ERRCODE = 'undefined_object', HINT = 'create it with inf_create_corpus(name) or inf_load_jsonl(corpus, path)';
     END IF;
-    SELECT pg_catalog.count(*) INTO total FROM inf_ir.passages p
-    WHERE p.corpus_id = c.corpus_id AND p.embedded_with IS DISTINCT FROM c.fingerprint;
-    INSERT INTO inf_ir.embedding_runs(corpus_id, total) VALUES (c.corpus_id, total) RETURNING run_id INTO run;
-    COMMIT;
-    LOOP
-        SELECT pg_catalog.array_agg(b.passage_id ORDER BY b.passage_id),
-               pg_catalog.array_agg(CASE WHEN COALESCE(b.title, '') = '' THEN b.body
-                                         ELSE b.title OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) b.body END
-                                    ORDER BY b.passage_id)
-        INTO ids, texts
-        FROM (SELECT p.passage_id, p.title, p.body FROM inf_ir.passages p
-              WHERE p.corpus_id = c.corpus_id AND p.passage_id > last_id
-                AND p.embedded_with IS DISTINCT FROM c.fingerprint
-              ORDER BY p.passage_id LIMIT batch_size
-              FOR UPDATE SKIP LOCKED) b;
-        EXIT WHEN ids IS NULL;
-        UPDATE inf_ir.passages p SET embedding = e.embedding, embedded_with = c.fingerprint
-        FROM @extschema@.inf_embed_many(texts, c.model) e
-        WHERE p.passage_id = ids[e.ord];
-        n_done := n_done + pg_catalog.cardinality(ids);
-        last_id := ids[pg_catalog.cardinality(ids)];
-        rate := pg_catalog.round((n_done / GREATEST(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started), 0.001))::numeric, 1);
-        UPDATE inf_ir.embedding_runs SET done = n_done, updated_at = pg_catalog.clock_timestamp()
-        WHERE run_id = run;
-        RAISE NOTICE 'inf_embed_corpus %: % of % passages embedded (% per second)', corpus, n_done, total, rate;
+    IF c.source IS NOT NULL THEN
+        -- A corpus that follows a table: drain its queue (what is queued
+        -- now; rows a writer holds go to the back, for the next call).
+        -- Passages embedded with other model files are queued first.
+        INSERT INTO inf_ir.source_changes (corpus_id, key)
+        SELECT c.corpus_id, p.external_id FROM inf_ir.passages p
+        WHERE p.corpus_id = c.corpus_id AND p.embedded_with IS DISTINCT FROM c.fingerprint;
+        SELECT pg_catalog.count(*), pg_catalog.max(q.change_id) INTO total, up_to
+        FROM inf_ir.source_changes q WHERE q.corpus_id = c.corpus_id;
+        INSERT INTO inf_ir.embedding_runs(corpus_id, total) VALUES (c.corpus_id, total) RETURNING run_id INTO run;
         COMMIT;
-    END LOOP;
+        LOOP
+            SELECT * INTO b FROM inf_ir.source_batch(c.corpus_id, batch_size, up_to);
+            EXIT WHEN b.taken = 0;
+            n_done := n_done + b.taken;
+            n_embedded := n_embedded + b.embedded;
+            n_busy := n_busy + b.busy;
+            rate := pg_catalog.round((n_embedded / GREATEST(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started), 0.001))::numeric, 1);
+            UPDATE inf_ir.embedding_runs SET done = n_done, updated_at = pg_catalog.clock_timestamp()
+            WHERE run_id = run;
+            RAISE NOTICE 'inf_embed_corpus %: % of % queued changes done, % rows embedded (% per second)',
+                corpus, n_done, total, n_embedded, rate;
+            COMMIT;
+        END LOOP;
+        IF n_busy > 0 THEN
+            RAISE NOTICE 'inf_embed_corpus %: % rows were held by other transactions and stay queued', corpus, n_busy;
+        END IF;
+    ELSE
+        SELECT pg_catalog.count(*) INTO total FROM inf_ir.passages p
+        WHERE p.corpus_id = c.corpus_id AND p.embedded_with IS DISTINCT FROM c.fingerprint;
+        INSERT INTO inf_ir.embedding_runs(corpus_id, total) VALUES (c.corpus_id, total) RETURNING run_id INTO run;
+        COMMIT;
+        LOOP
+            SELECT pg_catalog.array_agg(b.passage_id ORDER BY b.passage_id),
+                   pg_catalog.array_agg(CASE WHEN COALESCE(b.title, '') = '' THEN b.body
+                                             ELSE b.title OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) b.body END
+                                        ORDER BY b.passage_id)
+            INTO ids, texts
+            FROM (SELECT p.passage_id, p.title, p.body FROM inf_ir.passages p
+                  WHERE p.corpus_id = c.corpus_id AND p.passage_id > last_id
+                    AND p.embedded_with IS DISTINCT FROM c.fingerprint
+                  ORDER BY p.passage_id LIMIT batch_size
+                  FOR UPDATE SKIP LOCKED) b;
+            EXIT WHEN ids IS NULL;
+            UPDATE inf_ir.passages p SET embedding = e.embedding, embedded_with = c.fingerprint
+            FROM @extschema@.inf_embed_many(texts, c.model) e
+            WHERE p.passage_id = ids[e.ord];
+            n_done := n_done + pg_catalog.cardinality(ids);
+            last_id := ids[pg_catalog.cardinality(ids)];
+            rate := pg_catalog.round((n_done / GREATEST(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started), 0.001))::numeric, 1);
+            UPDATE inf_ir.embedding_runs SET done = n_done, updated_at = pg_catalog.clock_timestamp()
+            WHERE run_id = run;
+            RAISE NOTICE 'inf_embed_corpus %: % of % passages embedded (% per second)', corpus, n_done, total, rate;
+            COMMIT;
+        END LOOP;
+    END IF;
     UPDATE inf_ir.embedding_runs SET finished = true, updated_at = pg_catalog.clock_timestamp() WHERE run_id = run;
     COMMIT;
     -- The vector index: made on the first run, retrained once the corpus

@@ -17,6 +17,7 @@ pub mod ivf;
 pub mod llm;
 pub mod rerank;
 pub mod simd;
+pub mod source;
 pub mod topk;
 
 pub use embed::model::{BatchOptions, EmbedInput, Embedder, EmbeddingModel, ModelSpec, RuntimeOptions};

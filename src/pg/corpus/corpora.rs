@@ -24,17 +24,27 @@ pgrx::extension_sql_file!(
 pub struct CorpusRow {
     pub corpus_id: i32,
     pub model: String,
+    /// A corpus that follows a table (search checks each result's source row).
+    pub follows_table: bool,
 }
 
 pub fn lookup(name: &str) -> CorpusRow {
-    let (corpus_id, model) = crate::pg::spi_read::two_planned::<i32, String>(
-        "SELECT corpus_id, model FROM inf_ir.corpora WHERE name = $1",
+    let row = crate::pg::spi_read::select_planned(
+        "SELECT corpus_id, model, source IS NOT NULL FROM inf_ir.corpora WHERE name = $1",
         &[name.into()],
+        |t| {
+            let mut out = None;
+            for r in t {
+                out = Some(CorpusRow {
+                    corpus_id: r.get::<i32>(1)?.unwrap_or_default(),
+                    model: r.get::<String>(2)?.unwrap_or_default(),
+                    follows_table: r.get::<bool>(3)?.unwrap_or(false),
+                });
+            }
+            Ok(out)
+        },
     )
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot read inf_ir.corpora: {e}"));
-    let row = corpus_id
-        .zip(model)
-        .map(|(corpus_id, model)| CorpusRow { corpus_id, model });
     row.unwrap_or_else(|| {
         let names =
             crate::pg::spi_read::one::<String>("SELECT string_agg(name, ', ' ORDER BY name) FROM inf_ir.corpora", &[])
@@ -52,9 +62,26 @@ pub fn lookup(name: &str) -> CorpusRow {
 }
 
 /// Create a corpus whose passages are embedded with `model` (default: the
-/// default model). Returns its id.
+/// default model). Returns its id. With `source`, the corpus follows that
+/// table: one passage per row (named by the key `id`, default the primary
+/// key), made of the `text` columns, with the `metadata` columns copied for
+/// filters; every existing row is queued for embedding.
 #[pg_extern(volatile, parallel_unsafe)]
-pub fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i32 {
+pub fn inf_create_corpus(
+    name: &str,
+    model: default!(Option<&str>, "NULL"),
+    source: default!(Option<&str>, "NULL"),
+    id: default!(Option<Vec<String>>, "NULL"),
+    text: default!(Option<Vec<String>>, "NULL"),
+    metadata: default!(Option<Vec<String>>, "NULL"),
+) -> i32 {
+    if source.is_none() && (id.is_some() || text.is_some() || metadata.is_some()) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "id, text and metadata describe a source table, and no source was given",
+            "add source => 'schema.table', or leave them out for a corpus you fill yourself",
+        );
+    }
     let model = models::lookup(model).spec.name;
     let taken = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM inf_ir.corpora WHERE name = $1)",
@@ -67,7 +94,7 @@ pub fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i
             "pick another name, or inf_drop_corpus(name) first",
         );
     }
-    let id = Spi::get_one_with_args::<i32>(
+    let corpus_id = Spi::get_one_with_args::<i32>(
         "INSERT INTO inf_ir.corpora(name, model) VALUES ($1, $2) RETURNING corpus_id",
         &[name.into(), model.as_str().into()],
     )
@@ -79,8 +106,18 @@ pub fn inf_create_corpus(name: &str, model: default!(Option<&str>, "NULL")) -> i
         )
     })
     .expect("RETURNING gives a row");
-    ensure_metadata_index(id);
-    id
+    ensure_metadata_index(corpus_id);
+    if let Some(table) = source {
+        let request = super::source::SourceRequest {
+            table,
+            id,
+            text: text.unwrap_or_default(),
+            metadata: metadata.unwrap_or_default(),
+        };
+        let (oid, spec) = super::source::describe(corpus_id, &request);
+        super::source::attach(oid, &spec);
+    }
+    corpus_id
 }
 
 /// Name of a corpus's metadata index (a partial GIN index, jsonb_path_ops).
@@ -107,6 +144,7 @@ fn inf_drop_corpus(name: &str) -> bool {
             .ok()
             .flatten()
     {
+        super::source::detach(id);
         for index in corpus_indexes(id) {
             Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
         }

@@ -65,7 +65,7 @@ fn inf_load_jsonl(
     .flatten()
     .unwrap_or(false);
     if !exists {
-        inf_create_corpus(corpus, model);
+        inf_create_corpus(corpus, model, None, None, None, None);
     }
     let corpus_id = lookup(corpus).corpus_id;
     let counts = Spi::connect_mut(|client| {

@@ -15,4 +15,5 @@ pub mod index_top_k;
 pub mod load_jsonl;
 pub mod row_estimate;
 pub mod search;
+pub mod source;
 pub mod vector_indexes;

@@ -94,11 +94,53 @@ fn check_query_vector(query_vector: &[f32], model: &ModelRow, whose: &str) {
 /// broken by the smaller passage id as in an exact scan.
 const TIE_SLACK: usize = 10;
 
+/// Results a table-following corpus asks for beyond k at first: passages
+/// whose source row the caller cannot see are dropped after ranking.
+const SOURCE_SLACK: usize = 16;
+/// The most rows one such search ranks before it gives up on filling k.
+const SOURCE_MAX_RANKED: usize = 100_000;
+
+/// `rank_corpus`, and for a corpus that follows a table only the rows whose
+/// source row the caller sees now (its snapshot and privileges): a row
+/// deleted, or rolled back, is never returned, whatever the state of its
+/// passage. Asks for 4x more while rows are dropped and the corpus has more.
+fn search_corpus(
+    corpus_name: &str,
+    corpus: &CorpusRow,
+    model: &ModelRow,
+    query_vector: &[f32],
+    k: usize,
+    filter: Option<pgrx::JsonB>,
+) -> Vec<Row> {
+    if !corpus.follows_table {
+        return rank_corpus(corpus_name, corpus, model, query_vector, k, filter);
+    }
+    let mut want = k + SOURCE_SLACK;
+    loop {
+        let filter = filter.as_ref().map(|f| pgrx::JsonB(f.0.clone()));
+        let ranked = rank_corpus(corpus_name, corpus, model, query_vector, want, filter);
+        let exhausted = ranked.len() < want || want >= SOURCE_MAX_RANKED;
+        let visible =
+            crate::pg::corpus::source::visible_keys(corpus.corpus_id, ranked.iter().map(|r| r.1.clone()).collect());
+        let kept: Vec<Row> = ranked
+            .into_iter()
+            .filter(|r| visible.contains(&r.1))
+            .take(k)
+            .enumerate()
+            .map(|(i, (id, ext, body, score, _))| (id, ext, body, score, i as i32 + 1))
+            .collect();
+        if kept.len() >= k || exhausted {
+            return kept;
+        }
+        want = (want * 4).min(SOURCE_MAX_RANKED);
+    }
+}
+
 /// Rank `corpus`'s passages against `query_vector` in the caller's
 /// snapshot: through the corpus's inf_ivf index (or, with
 /// inf_ir.exact_search or without an index, an exact scan), then by score
 /// and the smaller passage id.
-fn search_corpus(
+fn rank_corpus(
     corpus_name: &str,
     corpus: &CorpusRow,
     model: &ModelRow,
