@@ -13,6 +13,8 @@ CREATE TABLE inf_ir.corpora (
     source_text     text[],
     source_metadata text[],
     source_owner    regrole,
+    -- Whether the background embedder drains its queue (inf_alter_corpus).
+    background      boolean NOT NULL DEFAULT true,
     CONSTRAINT corpora_source_complete CHECK (
         (source IS NULL) = (source_key IS NULL) AND (source IS NULL) = (source_text IS NULL)
         AND (source IS NULL) = (source_owner IS NULL))

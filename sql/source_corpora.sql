@@ -126,3 +126,40 @@ BEGIN
     INSERT INTO inf_ir.source_changes (corpus_id, key) SELECT corpus, unnest(held);
 END $$;
 REVOKE ALL ON FUNCTION inf_ir.source_batch(integer, integer, bigint) FROM PUBLIC;
+
+-- What the background embedder did per corpus, updated in each batch's
+-- transaction (errors in one of their own, after the batch rolled back).
+CREATE TABLE inf_ir.source_embedding (
+    corpus_id       integer PRIMARY KEY REFERENCES inf_ir.corpora ON DELETE CASCADE,
+    batches         bigint NOT NULL DEFAULT 0,
+    rows_done       bigint NOT NULL DEFAULT 0,
+    rows_embedded   bigint NOT NULL DEFAULT 0,
+    last_batch_at   timestamptz,
+    last_batch_rate double precision,
+    last_error      text,
+    last_error_at   timestamptz
+);
+REVOKE ALL ON inf_ir.source_embedding FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('inf_ir.source_embedding', '');
+
+-- Per table-following corpus: what is queued, how old the oldest change
+-- is (the lag), how fast the background embedder goes, its last error.
+CREATE VIEW inf_ir.source_progress AS
+SELECT c.name AS corpus,
+       c.source,
+       c.background,
+       q.queued,
+       q.oldest AS oldest_queued_at,
+       CASE WHEN q.queued > 0 THEN pg_catalog.now() - q.oldest END AS lag,
+       (SELECT pg_catalog.count(*) FROM inf_ir.passages p WHERE p.corpus_id = c.corpus_id) AS passages,
+       s.rows_embedded,
+       s.last_batch_at,
+       pg_catalog.round(s.last_batch_rate::numeric, 1) AS last_batch_rate_per_s,
+       s.last_error,
+       s.last_error_at
+FROM inf_ir.corpora c
+CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS queued, pg_catalog.min(x.queued_at) AS oldest
+                    FROM inf_ir.source_changes x WHERE x.corpus_id = c.corpus_id) q
+LEFT JOIN inf_ir.source_embedding s ON s.corpus_id = c.corpus_id
+WHERE c.source IS NOT NULL;
+GRANT SELECT ON inf_ir.source_progress TO PUBLIC;

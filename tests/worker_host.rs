@@ -58,6 +58,7 @@ fn embed_request(model: &ModelRef, inputs: Vec<OwnedInput>) -> Request {
     Request::Embed(EmbedRequest {
         model: model.clone(),
         inputs,
+        background: false,
     })
 }
 

@@ -21,6 +21,8 @@ static RERANK_ON_FAILURE: GucSetting<RerankOnFailure> = GucSetting::<RerankOnFai
 static EMBED_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
 static ONNXRUNTIME_CUDA: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SEARCH_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
+static BACKGROUND_BATCH: GucSetting<i32> = GucSetting::<i32>::new(256);
+static BACKGROUND_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// Where the shared worker embeds (inf_ir.embed_device), or where inf_ivf
 /// index scans rank (inf_ir.search_device).
@@ -211,6 +213,26 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"inf_ir.background_batch",
+        c"Queued rows the background embedder of table-following corpora takes per transaction.",
+        c"Each batch commits on its own: a crash or restart loses at most one batch's work, never a row.",
+        &BACKGROUND_BATCH,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"inf_ir.background_naptime",
+        c"How often the background embedder looks for queued rows when it has nothing to do.",
+        c"The delay before a write to a table-following corpus's source starts being embedded, at most.",
+        &BACKGROUND_NAPTIME_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"inf_ir".as_ptr());
     }
@@ -314,4 +336,12 @@ pub fn exact_search() -> bool {
 
 pub fn rerank_on_failure() -> RerankOnFailure {
     RERANK_ON_FAILURE.get()
+}
+
+pub fn background_batch() -> i32 {
+    BACKGROUND_BATCH.get()
+}
+
+pub fn background_naptime() -> std::time::Duration {
+    std::time::Duration::from_millis(BACKGROUND_NAPTIME_MS.get().max(10) as u64)
 }

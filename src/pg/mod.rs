@@ -29,4 +29,5 @@ pub fn init() {
     gucs::init();
     ivf::init();
     embed::worker::register_if_preloading();
+    corpus::source_embedder::register_launcher_if_preloading();
 }

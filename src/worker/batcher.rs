@@ -24,6 +24,8 @@ pub struct Job {
     pub cancelled: Arc<AtomicBool>,
     pub reply: SyncSender<Reply>,
     pub enqueued: Instant,
+    /// A background request (see `EmbedRequest::background`).
+    pub background: bool,
 }
 
 impl Job {
@@ -38,19 +40,27 @@ pub struct Queued {
     pub model: usize,
     pub tokens: usize,
     pub cancelled: bool,
+    pub background: bool,
 }
 
-/// Which queued jobs (by position) form the next batch: the first live job
-/// leads; later live jobs for the same model join while the total stays
-/// within `token_budget` (the leader always runs, however large).
+/// Which queued jobs (by position) form the next batch: the first live
+/// interactive job leads (the first live background job only when no
+/// interactive one waits); later live jobs of the same model and kind join
+/// while the total stays within `token_budget` (the leader always runs,
+/// however large).
 pub fn choose_batch(queue: &[Queued], token_budget: usize) -> Vec<usize> {
-    let Some(leader) = queue.iter().position(|q| !q.cancelled) else {
+    let Some(leader) = queue
+        .iter()
+        .position(|q| !q.cancelled && !q.background)
+        .or_else(|| queue.iter().position(|q| !q.cancelled))
+    else {
         return Vec::new();
     };
+    let kind = queue[leader].background;
     let mut chosen = vec![leader];
     let mut tokens = queue[leader].tokens;
     for (i, q) in queue.iter().enumerate().skip(leader + 1) {
-        if !q.cancelled && q.model == queue[leader].model && tokens + q.tokens <= token_budget {
+        if !q.cancelled && q.background == kind && q.model == queue[leader].model && tokens + q.tokens <= token_budget {
             tokens += q.tokens;
             chosen.push(i);
         }
@@ -105,6 +115,7 @@ impl Queue {
                 model: Arc::as_ptr(&j.model) as usize,
                 tokens: j.tokens(),
                 cancelled: false,
+                background: j.background,
             })
             .collect();
         let chosen = choose_batch(&view, batch.token_budget);
@@ -186,7 +197,19 @@ mod tests {
             model,
             tokens,
             cancelled: false,
+            background: false,
         }
+    }
+
+    #[test]
+    fn interactive_jobs_go_before_background_ones_and_never_share_a_batch() {
+        let mut queue = [q(1, 10), q(1, 10), q(1, 10), q(1, 10)];
+        queue[0].background = true;
+        queue[1].background = true;
+        assert_eq!(choose_batch(&queue, 100), vec![2, 3]);
+        queue[2].cancelled = true;
+        queue[3].cancelled = true;
+        assert_eq!(choose_batch(&queue, 100), vec![0, 1]);
     }
 
     #[test]

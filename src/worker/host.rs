@@ -191,6 +191,7 @@ fn embed(shared: &Shared, stream: &UnixStream, request: EmbedRequest) -> Option<
             cancelled: cancelled.clone(),
             reply,
             enqueued: Instant::now(),
+            background: request.background,
         },
         stats,
     );

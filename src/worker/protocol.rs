@@ -64,6 +64,10 @@ impl OwnedInput {
 pub struct EmbedRequest {
     pub model: ModelRef,
     pub inputs: Vec<OwnedInput>,
+    /// From the background embedder of table-following corpora: runs only
+    /// when no interactive request is queued.
+    #[serde(default)]
+    pub background: bool,
 }
 
 // One request per call: its size on the stack does not matter.
@@ -285,6 +289,7 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let request = Request::Embed(EmbedRequest {
+            background: true,
             model: ModelRef {
                 spec: ModelSpec {
                     name: "m".into(),

@@ -116,6 +116,7 @@ pub fn inf_create_corpus(
         };
         let (oid, spec) = super::source::describe(corpus_id, &request);
         super::source::attach(oid, &spec);
+        super::source_embedder::start_after_commit();
     }
     corpus_id
 }
@@ -158,4 +159,29 @@ fn inf_drop_corpus(name: &str) -> bool {
     .ok()
     .flatten()
     .unwrap_or(false)
+}
+
+/// Change a corpus's settings. `background`: whether the background embedder
+/// drains the queue of a corpus that follows a table (off: the rows stay
+/// queued until `CALL inf_embed_corpus` or until it is turned on again).
+#[pg_extern(volatile, parallel_unsafe)]
+fn inf_alter_corpus(name: &str, background: default!(Option<bool>, "NULL")) {
+    let corpus = lookup(name);
+    if let Some(on) = background {
+        if !corpus.follows_table {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("corpus \"{name}\" does not follow a table, so it has no background embedding"),
+                "background applies to corpora made with inf_create_corpus(name, source => ...); embed others with CALL inf_embed_corpus(name)",
+            );
+        }
+        Spi::run_with_args(
+            "UPDATE inf_ir.corpora SET background = $2 WHERE corpus_id = $1",
+            &[corpus.corpus_id.into(), on.into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+        if on {
+            super::source_embedder::start_after_commit();
+        }
+    }
 }

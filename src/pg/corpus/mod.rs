@@ -16,4 +16,5 @@ pub mod load_jsonl;
 pub mod row_estimate;
 pub mod search;
 pub mod source;
+pub mod source_embedder;
 pub mod vector_indexes;

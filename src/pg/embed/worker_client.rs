@@ -217,10 +217,40 @@ impl Embedder for WorkerEmbedder {
     }
 
     /// Batching and cancel are the worker's and the latch's business here.
+    /// The background embedder sends small requests, marked as background,
+    /// so that an interactive one waits for at most one of them.
     fn embed(&self, inputs: &[EmbedInput<'_>], _: BatchOptions, _: &dyn Interrupt) -> EngineResult<Vec<Vec<f32>>> {
+        if !is_background() || inputs.len() <= BACKGROUND_CHUNK {
+            return self.embed_request(inputs);
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(BACKGROUND_CHUNK) {
+            out.extend(self.embed_request(chunk)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Set in the background embedder's process: its requests yield to others.
+static BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Inputs per request from the background embedder.
+const BACKGROUND_CHUNK: usize = 64;
+
+pub fn set_background() {
+    BACKGROUND.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn is_background() -> bool {
+    BACKGROUND.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl WorkerEmbedder {
+    fn embed_request(&self, inputs: &[EmbedInput<'_>]) -> EngineResult<Vec<Vec<f32>>> {
         let request = Request::Embed(EmbedRequest {
             model: self.model.clone(),
             inputs: inputs.iter().map(OwnedInput::from_input).collect(),
+            background: is_background(),
         });
         match call(&request) {
             Response::Vectors(v) if v.len() == inputs.len() && v.iter().all(|x| x.len() == self.dimension()) => Ok(v),
