@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""A corpus that follows a table, on a server with inf_ir preloaded (the
+background embedder runs):
+
+1. backfill and burst: rows already in the table and a burst of inserts are
+   all embedded with no user step, each exactly once, and searchable;
+2. metadata updates re-embed nothing and filters see them at once; text
+   updates re-embed exactly the rows changed;
+3. search under writes: while sessions insert, update (text and metadata)
+   and delete rows (20% rolled back) and the embedder works, every search in
+   a REPEATABLE READ transaction returns only rows visible in its snapshot,
+   whose metadata passes the filter, and (exact mode) exactly what a plain
+   SQL scan over the passages joined to the table returns;
+4. kill -9 of the embedder mid-backfill: after the restart every row has
+   exactly one current passage and the vector index checks out.
+
+Usage: test_source_corpus.py --port P [--rows 2000] [--seconds 20]
+"""
+import argparse
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+import psycopg
+from vectors import unit_vector as vec
+
+WORDS = ("cat dog fish bird tree river mountain city music science history ocean garden kitchen train "
+         "bridge winter summer forest desert island library market doctor teacher engine planet "
+         "coffee bread window storm light stone paper").split()
+CORPUS = "source_test"
+WAIT_LIMIT = 600  # seconds: only a guard against a hang, never a speed requirement
+
+
+def sentence(rng):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15)))
+
+
+def connect(dsn, autocommit=True):
+    conn = psycopg.connect(dsn, autocommit=autocommit)
+    conn.execute("SET client_min_messages = warning")
+    return conn
+
+
+def wait_drained(conn, corpus, rows_expected=None):
+    """Until the corpus's queue is empty (and it has rows_expected passages)."""
+    deadline = time.monotonic() + WAIT_LIMIT
+    while True:
+        queued, passages, error = conn.execute(
+            "SELECT queued, passages, last_error FROM inf_ir.source_progress WHERE corpus = %s", (corpus,)).fetchone()
+        if queued == 0 and (rows_expected is None or passages == rows_expected):
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"FAILED: {queued} rows still queued, {passages} passages after {WAIT_LIMIT} s (last error: {error})")
+        time.sleep(0.2)
+
+
+def embedded_count(conn, corpus):
+    return conn.execute("SELECT coalesce(rows_embedded, 0) FROM inf_ir.source_progress WHERE corpus = %s",
+                        (corpus,)).fetchone()[0]
+
+
+def consistency(conn, corpus, table):
+    """Every row with text has one passage with its text and current vector; nothing else."""
+    return conn.execute(
+        f"""SELECT
+              (SELECT count(*) FROM {table} d WHERE coalesce(d.body, '') <> ''),
+              (SELECT count(*) FROM inf_ir.passages p WHERE p.corpus_id = c.corpus_id),
+              (SELECT count(*) FROM inf_ir.passages p JOIN {table} d ON d.id = p.external_id::bigint
+                WHERE p.corpus_id = c.corpus_id AND p.body = d.body AND p.metadata = jsonb_build_object('lang', d.lang)
+                  AND p.embedded_with = m.fingerprint AND p.embedding IS NOT NULL)
+            FROM inf_ir.corpora c JOIN inf_ir.models m ON m.name = c.model WHERE c.name = %s""",
+        (corpus,)).fetchone()
+
+
+def make_corpus(conn, table, rows, rng):
+    conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, body text, lang text, views int DEFAULT 0)")
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {table} (id, body, lang) VALUES (%s, %s, %s)",
+                        [(i, sentence(rng), rng.choice(["en", "de", "fr"])) for i in range(1, rows + 1)])
+    conn.execute("SELECT inf_create_corpus(%s, source => %s, text => ARRAY['body'], metadata => ARRAY['lang'])",
+                 (CORPUS, table))
+
+
+def phase_burst_and_updates(dsn, rows, rng, errors):
+    table = "source_docs"
+    with connect(dsn) as conn:
+        make_corpus(conn, table, rows // 2, rng)
+        t0 = time.monotonic()
+        with conn.cursor() as cur:  # the burst: one insert per statement, as an application writes
+            for i in range(rows // 2 + 1, rows + 1):
+                cur.execute(f"INSERT INTO {table} (id, body, lang) VALUES (%s, %s, %s)",
+                            (i, sentence(rng), rng.choice(["en", "de", "fr"])))
+        wait_drained(conn, CORPUS, rows)
+        lag = time.monotonic() - t0
+        total, passages, good = consistency(conn, CORPUS, table)
+        embedded = embedded_count(conn, CORPUS)
+        print(f"backfill {rows // 2} rows + burst of {rows - rows // 2} inserts: all searchable {lag:.1f} s after the "
+              f"burst began; {passages} passages for {total} rows, {good} current; {embedded} embeddings made")
+        if not (total == passages == good == embedded == rows):
+            errors.append(f"after the burst: rows={total} passages={passages} current={good} embeddings={embedded}")
+
+        # Metadata: applied in the writer's transaction, nothing queued or re-embedded.
+        before = embedded
+        conn.execute(f"UPDATE {table} SET lang = 'xx' WHERE id % 2 = 0")
+        conn.execute(f"UPDATE {table} SET views = views + 1")
+        queued = conn.execute("SELECT queued FROM inf_ir.source_progress WHERE corpus = %s", (CORPUS,)).fetchone()[0]
+        seen = conn.execute("SELECT count(*) FROM inf_search_vector(%s::real[], 10000, %s, filter => '{\"lang\": \"xx\"}')",
+                            (vec(rng), CORPUS)).fetchone()[0]
+        time.sleep(2)  # give the embedder the chance to do wrong
+        after = embedded_count(conn, CORPUS)
+        print(f"{rows // 2} metadata updates and {rows} updates of an unrelated column: {queued} queued, "
+              f"{after - before} re-embedded, the filter finds {seen} rows at once")
+        if queued or after != before or seen != rows // 2:
+            errors.append(f"metadata updates: queued={queued} re-embedded={after - before} filter saw {seen}")
+
+        # Text: exactly the changed rows are embedded again.
+        changed = min(1000, rows // 2)
+        conn.execute(f"UPDATE {table} SET body = body || ' again' WHERE id <= %s", (changed,))
+        wait_drained(conn, CORPUS)
+        after_text = embedded_count(conn, CORPUS)
+        total, passages, good = consistency(conn, CORPUS, table)
+        print(f"{changed} text updates: {after_text - after} re-embedded; {good} of {passages} passages current")
+        if after_text - after != changed or good != total:
+            errors.append(f"text updates: {after_text - after} re-embedded for {changed}, {good}/{total} current")
+        conn.execute(f"DROP TABLE {table} CASCADE")
+        conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+
+
+def writer(dsn, table, seed, next_id, stop, counts, errors):
+    rng = random.Random(seed)
+    try:
+        with connect(dsn, autocommit=False) as conn:
+            n = 0
+            while not stop.is_set():
+                op = rng.random()
+                target = rng.randint(1, next_id[0])
+                if op < 0.35:
+                    next_id[0] += 1
+                    conn.execute(f"INSERT INTO {table} (id, body, lang) VALUES (%s, %s, %s)",
+                                 (next_id[0] + seed * 1_000_000, sentence(rng), rng.choice(["en", "de"])))
+                elif op < 0.55:
+                    conn.execute(f"UPDATE {table} SET body = %s WHERE id = %s", (sentence(rng), target))
+                elif op < 0.8:
+                    conn.execute(f"UPDATE {table} SET lang = %s WHERE id = %s", (rng.choice(["en", "de"]), target))
+                else:
+                    conn.execute(f"DELETE FROM {table} WHERE id = %s", (target,))
+                if rng.random() < 0.2:
+                    conn.rollback()
+                else:
+                    conn.commit()
+                n += 1
+            counts[seed] = n
+    except Exception as e:  # noqa: BLE001 - reported by the main thread
+        errors.append(f"writer {seed}: {e}")
+
+
+def phase_concurrency(dsn, rows, seconds, rng, errors):
+    table = "source_live"
+    with connect(dsn) as conn:
+        make_corpus(conn, table, rows, rng)
+        wait_drained(conn, CORPUS, rows)
+        conn.execute("SELECT inf_corpus_index(%s)", (CORPUS,))
+        cid, fp = conn.execute("SELECT c.corpus_id, m.fingerprint FROM inf_ir.corpora c JOIN inf_ir.models m "
+                               "ON m.name = c.model WHERE c.name = %s", (CORPUS,)).fetchone()
+    stop, counts = threading.Event(), {}
+    next_id = [rows]
+    threads = [threading.Thread(target=writer, args=(dsn, table, s, next_id, stop, counts, errors)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    searches = mismatches = 0
+    deadline = time.monotonic() + seconds
+    with connect(dsn, autocommit=False) as conn:
+        while time.monotonic() < deadline:
+            q = vec(rng)
+            flt = rng.choice([None, '{"lang": "en"}'])
+            exact = searches % 2 == 0
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT set_config('inf_ir.exact_search', %s, true)", ("on" if exact else "off",))
+            ours = [r[0] for r in conn.execute(
+                "SELECT external_id FROM inf_search_vector(%s::real[], 10, %s, filter => %s::jsonb) ORDER BY rank",
+                (q, CORPUS, flt)).fetchall()]
+            rows_seen = dict(conn.execute(f"SELECT id::text, lang FROM {table} WHERE id::text = ANY(%s)",
+                                          (ours,)).fetchall())
+            reference = [r[0] for r in conn.execute(
+                f"SELECT p.external_id FROM inf_ir.passages p JOIN {table} d ON d.id = p.external_id::bigint "
+                f"WHERE p.corpus_id = %s AND p.embedded_with = %s AND (%s::jsonb IS NULL OR p.metadata @> %s::jsonb) "
+                f"ORDER BY inf_cosine_distance(p.embedding, %s::real[]), p.passage_id LIMIT 10",
+                (cid, fp, flt, flt, q)).fetchall()]
+            conn.commit()
+            searches += 1
+            invisible = [k for k in ours if k not in rows_seen]
+            wrong_filter = [k for k in ours if flt and rows_seen.get(k) not in (None, "en")]
+            if invisible or wrong_filter or (exact and ours != reference):
+                mismatches += 1
+                print(f"MISMATCH: ours={ours} reference={reference if exact else '-'} invisible={invisible} "
+                      f"wrong_filter={wrong_filter}", file=sys.stderr)
+    stop.set()
+    for t in threads:
+        t.join()
+    with connect(dsn) as conn:
+        wait_drained(conn, CORPUS)
+        total, passages, good = consistency(conn, CORPUS, table)
+        check = conn.execute("SELECT ok FROM inf_index_check(('inf_ir.' || inf_corpus_index(%s))::regclass)",
+                             (CORPUS,)).fetchone()[0]
+        print(f"{searches} searches (half exact) during {sum(counts.values())} write transactions on the table "
+              f"(inserts, text and metadata updates, deletes; 20% rolled back): {mismatches} mismatches; "
+              f"afterwards {passages} passages for {total} rows, {good} current; index check ok={check}")
+        if mismatches or searches < 10 or not (total == passages == good) or not check:
+            errors.append(f"concurrency: mismatches={mismatches} rows={total} passages={passages} current={good} "
+                          f"index ok={check}")
+        conn.execute(f"DROP TABLE {table} CASCADE")
+        conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+
+
+def phase_kill(dsn, rows, rng, errors):
+    table = "source_kill"
+    with connect(dsn) as conn:
+        conn.execute("ALTER SYSTEM SET inf_ir.background_batch = 64")
+        conn.execute("SELECT pg_reload_conf()")
+        make_corpus(conn, table, rows, rng)
+        deadline = time.monotonic() + WAIT_LIMIT
+        while True:
+            done, = conn.execute("SELECT passages FROM inf_ir.source_progress WHERE corpus = %s", (CORPUS,)).fetchone()
+            pid = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'inf_ir embedder' "
+                               "AND datname = current_database()").fetchone()
+            if done > 0 and pid:
+                break
+            if time.monotonic() > deadline:
+                sys.exit("FAILED: the embedder never started")
+            time.sleep(0.05)
+    os.kill(pid[0], signal.SIGKILL)  # the postmaster restarts every process after this
+    print(f"killed the embedder (pid {pid[0]}) with {done} of {rows} rows embedded")
+    deadline = time.monotonic() + WAIT_LIMIT
+    while True:
+        try:
+            with connect(dsn) as conn:
+                conn.execute("SELECT 1 FROM inf_ir.source_progress").fetchall()
+                break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                sys.exit("FAILED: the server did not come back")
+            time.sleep(0.5)
+    with connect(dsn) as conn:
+        wait_drained(conn, CORPUS, rows)
+        total, passages, good = consistency(conn, CORPUS, table)
+        duplicates = conn.execute("SELECT count(*) - count(DISTINCT external_id) FROM inf_ir.passages p "
+                                  "JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = %s", (CORPUS,)).fetchone()[0]
+        check = conn.execute("SELECT ok FROM inf_index_check(('inf_ir.' || inf_corpus_index(%s))::regclass)",
+                             (CORPUS,)).fetchone()[0]
+        print(f"after the restart: {passages} passages for {total} rows, {good} current, {duplicates} duplicates; "
+              f"index check ok={check}")
+        if not (total == passages == good == rows) or duplicates or not check:
+            errors.append(f"kill: rows={total} passages={passages} current={good} duplicates={duplicates} ok={check}")
+        conn.execute("ALTER SYSTEM RESET inf_ir.background_batch")
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(f"DROP TABLE {table} CASCADE")
+        conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=20)
+    args = ap.parse_args()
+    dsn = f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres"
+    rng = random.Random(7)
+    errors = []
+    with connect(dsn) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
+    phase_burst_and_updates(dsn, args.rows, rng, errors)
+    phase_concurrency(dsn, 1000, args.seconds, rng, errors)
+    phase_kill(dsn, args.rows, rng, errors)
+    if errors:
+        sys.exit(f"FAILED: {errors}")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
