@@ -17,7 +17,7 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     rate numeric;
     up_to bigint;
-    b record;
+    step record;
     n_embedded bigint := 0;
     n_busy bigint := 0;
 BEGIN
@@ -44,11 +44,11 @@ BEGIN
         INSERT INTO inf_ir.embedding_runs(corpus_id, total) VALUES (c.corpus_id, total) RETURNING run_id INTO run;
         COMMIT;
         LOOP
-            SELECT * INTO b FROM inf_ir.source_batch(c.corpus_id, batch_size, up_to);
-            EXIT WHEN b.taken = 0;
-            n_done := n_done + b.taken;
-            n_embedded := n_embedded + b.embedded;
-            n_busy := n_busy + b.busy;
+            SELECT * INTO step FROM inf_ir.source_batch(c.corpus_id, batch_size, up_to);
+            EXIT WHEN step.taken = 0;
+            n_done := n_done + step.taken;
+            n_embedded := n_embedded + step.embedded;
+            n_busy := n_busy + step.busy;
             rate := pg_catalog.round((n_embedded / GREATEST(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started), 0.001))::numeric, 1);
             UPDATE inf_ir.embedding_runs SET done = n_done, updated_at = pg_catalog.clock_timestamp()
             WHERE run_id = run;

@@ -27,6 +27,10 @@ SELECT inf_create_corpus('x', source => 'docs', text => ARRAY['body'], metadata 
 SELECT inf_create_corpus('x', source => 'docs', id => ARRAY['tenant'], text => ARRAY['body']);
 SELECT inf_create_corpus('x', source => 'docs', id => ARRAY['views'], text => ARRAY['body']);
 SELECT inf_create_corpus('x', text => ARRAY['body']);
+SELECT inf_alter_corpus('nosuch', background => true);
+SELECT inf_create_corpus('plain') > 0 AS plain_created;
+SELECT inf_alter_corpus('plain', background => false);
+SELECT inf_drop_corpus('plain');
 CREATE TABLE nokey (body text);
 SELECT inf_create_corpus('x', source => 'nokey', text => ARRAY['body']);
 CREATE ROLE inf_ir_outsider;
@@ -36,15 +40,24 @@ RESET ROLE;
 \set VERBOSITY terse
 SELECT count(*) AS no_corpus_left FROM inf_ir.corpora WHERE name = 'x';
 
--- Existing rows are queued (backfill); the rows are embedded in batches.
+-- Existing rows are queued (backfill). The background embedder (on a
+-- server with inf_ir preloaded) is turned off here, in the same
+-- transaction, so that this file sees the queue; CALL inf_embed_corpus
+-- drains it in the foreground.
+BEGIN;
+SET LOCAL client_min_messages = warning;
 SELECT inf_create_corpus('docs', source => 'docs', text => ARRAY['title', 'body'],
                          metadata => ARRAY['lang', 'tenant']) > 0 AS created;
+SELECT inf_alter_corpus('docs', background => false);
+COMMIT;
+SELECT corpus, background, queued, passages, rows_embedded FROM inf_ir.source_progress;
 SELECT source, source_key, source_text, source_metadata, source_owner FROM inf_ir.corpora WHERE name = 'docs';
 SELECT key FROM inf_ir.source_changes ORDER BY change_id;
 SET client_min_messages = warning;
 CALL inf_embed_corpus('docs', 2);
 RESET client_min_messages;
 SELECT count(*) AS queued FROM inf_ir.source_changes;
+SELECT corpus, background, queued, lag, passages FROM inf_ir.source_progress WHERE corpus = 'docs';
 SELECT external_id, title, body, metadata, embedded_with = (SELECT fingerprint FROM inf_ir.models m JOIN inf_ir.corpora c ON c.model = m.name WHERE c.name = 'docs') AS current
 FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'docs' ORDER BY external_id;
 -- The passage's vector is the text's vector (title and body joined by a space).
@@ -90,9 +103,9 @@ SELECT count(*) AS queued FROM inf_ir.source_changes;
 -- A passage whose source row this snapshot cannot see is not returned,
 -- even before its passage is removed (here: removed by hand, the trigger
 -- disabled, to leave a stale passage).
-SELECT format('ALTER TABLE docs DISABLE TRIGGER inf_ir_corpus_%s_delete', corpus_id) FROM inf_ir.corpora WHERE name = 'docs' \gexec
+DO $$ BEGIN EXECUTE format('ALTER TABLE docs DISABLE TRIGGER inf_ir_corpus_%s_delete', (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'docs')); END $$;
 DELETE FROM docs WHERE id = 3;
-SELECT format('ALTER TABLE docs ENABLE TRIGGER inf_ir_corpus_%s_delete', corpus_id) FROM inf_ir.corpora WHERE name = 'docs' \gexec
+DO $$ BEGIN EXECUTE format('ALTER TABLE docs ENABLE TRIGGER inf_ir_corpus_%s_delete', (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'docs')); END $$;
 SELECT count(*) AS stale_passages FROM inf_ir.passages WHERE external_id = '3' AND corpus_id = (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'docs');
 SELECT external_id FROM inf_search(NULL, 'goldfish', 5, 'docs') ORDER BY 1;
 -- A key change is a delete and an insert.
@@ -124,7 +137,11 @@ RESET ROLE;
 -- Composite and text keys.
 CREATE TABLE notes (tenant int, slug text, note text, PRIMARY KEY (tenant, slug));
 INSERT INTO notes VALUES (1, 'a', 'Tea is brewed from leaves.'), (2, 'a', 'Coffee is brewed from beans.'), (2, 'it''s', 'Water boils at 100 degrees.');
+BEGIN;
+SET LOCAL client_min_messages = warning;
 SELECT inf_create_corpus('notes', source => 'notes', text => ARRAY['note']) > 0 AS created;
+SELECT inf_alter_corpus('notes', background => false);
+COMMIT;
 SET client_min_messages = warning;
 CALL inf_embed_corpus('notes');
 RESET client_min_messages;

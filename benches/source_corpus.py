@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The figures of benches/source_corpus.sh (see there)."""
+import argparse
+import json
+import statistics
+import time
+
+import psycopg
+
+CORPUS = "bench_source"
+
+
+def texts(data, rows):
+    base = []
+    for path in (f"{data}/dl19/passages.jsonl", f"{data}/msmarco-sample/passages.jsonl"):
+        try:
+            with open(path) as f:
+                base += [json.loads(line)["text"] for line in f]
+        except FileNotFoundError:
+            pass
+    # Cycled past the end with a suffix, so that every row's text differs.
+    return [base[i % len(base)] + ("" if i < len(base) else f" ({i // len(base) + 1})") for i in range(rows)]
+
+
+def connect(dsn):
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute("SET client_min_messages = warning")
+    return conn
+
+
+def insert_rate(conn, table, rows, start_id):
+    """Single-row INSERT statements, each its own transaction: rows per second."""
+    t0 = time.perf_counter()
+    with conn.cursor() as cur:
+        for i, (body, lang) in enumerate(rows):
+            cur.execute(f"INSERT INTO {table} (id, body, lang) VALUES (%s, %s, %s)", (start_id + i, body, lang))
+    return len(rows) / (time.perf_counter() - t0)
+
+
+def update_rate(conn, table, ids):
+    t0 = time.perf_counter()
+    with conn.cursor() as cur:
+        for i in ids:
+            cur.execute(f"UPDATE {table} SET lang = 'xx' WHERE id = %s", (i,))
+    return len(ids) / (time.perf_counter() - t0)
+
+
+def progress(conn):
+    return conn.execute("SELECT queued, passages, coalesce(rows_embedded, 0) FROM inf_ir.source_progress "
+                        "WHERE corpus = %s", (CORPUS,)).fetchone()
+
+
+def wait_drained(conn, passages_wanted):
+    while True:
+        queued, passages, _ = progress(conn)
+        if queued == 0 and passages >= passages_wanted:
+            return time.perf_counter()
+        time.sleep(0.05)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--rows", type=int, default=10000)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    dsn = f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres"
+    bodies = texts(args.data, args.rows)
+    rows = [(b, ["en", "de", "fr"][i % 3]) for i, b in enumerate(bodies)]
+    out = {"rows": args.rows}
+    with connect(dsn) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
+        for t in ("plain", "docs"):
+            conn.execute(f"CREATE TABLE bench_{t} (id bigint PRIMARY KEY, body text, lang text)")
+        conn.execute("SELECT inf_create_corpus(%s, source => 'bench_docs', text => ARRAY['body'], "
+                     "metadata => ARRAY['lang'])", (CORPUS,))
+        inf_embed_many = "SELECT count(*) FROM inf_embed_many(%s::text[])"
+        conn.execute(inf_embed_many, (bodies[:64],))  # load the model in the worker
+
+        # 1. The batch embedder on the same texts, in batches of 256 (as CALL inf_embed_corpus).
+        t0 = time.perf_counter()
+        for i in range(0, len(bodies), 256):
+            conn.execute(inf_embed_many, (bodies[i:i + 256],))
+        batch_s = time.perf_counter() - t0
+        out["inf_embed_many_s"] = batch_s
+        out["inf_embed_many_rate"] = args.rows / batch_s
+        print(f"inf_embed_many, {args.rows} texts in batches of 256: {batch_s:.1f} s ({args.rows / batch_s:.0f}/s)")
+
+        # 2. The burst: single-row inserts, the background embedder following.
+        t0 = time.perf_counter()
+        burst_rate = insert_rate(conn, "bench_docs", rows, 1)
+        inserted = time.perf_counter()
+        done = wait_drained(conn, args.rows)
+        lag = done - t0
+        out.update(burst_insert_rate=burst_rate, burst_lag_s=lag, burst_after_last_insert_s=done - inserted,
+                   background_rate=args.rows / lag, rate_ratio=(args.rows / lag) / (args.rows / batch_s))
+        print(f"burst of {args.rows} inserts ({burst_rate:.0f}/s while the embedder runs): all searchable "
+              f"{lag:.1f} s after the first ({done - inserted:.1f} s after the last); background rate "
+              f"{args.rows / lag:.0f}/s = {out['rate_ratio']:.2f}x inf_embed_many")
+
+        # 3. The inserts' own cost: the corpus's trigger, background embedding off (no CPU taken).
+        conn.execute("SELECT inf_alter_corpus(%s, background => false)", (CORPUS,))
+        conn.execute("TRUNCATE bench_docs")
+        conn.execute("TRUNCATE bench_plain")
+        plain, with_corpus = [], []
+        chunk = max(args.rows // 5, 1)
+        for r in range(5):
+            part = rows[r * chunk:(r + 1) * chunk]
+            plain.append(insert_rate(conn, "bench_plain", part, r * chunk + 1))
+            with_corpus.append(insert_rate(conn, "bench_docs", part, r * chunk + 1))
+        out.update(insert_rate_plain=statistics.median(plain), insert_rate_corpus=statistics.median(with_corpus))
+        out["insert_ratio"] = out["insert_rate_corpus"] / out["insert_rate_plain"]
+        print(f"single-row inserts, median of 5 rounds of {chunk}: {out['insert_rate_plain']:.0f}/s into a plain table, "
+              f"{out['insert_rate_corpus']:.0f}/s into the corpus's table = {out['insert_ratio']:.2f}x")
+        conn.execute("SELECT inf_alter_corpus(%s, background => true)", (CORPUS,))
+        wait_drained(conn, args.rows)
+
+        # 4. Metadata updates: no re-embedding, at once.
+        before = progress(conn)[2]
+        ids = list(range(1, args.rows + 1))
+        plain_u = update_rate(conn, "bench_plain", ids)
+        corpus_u = update_rate(conn, "bench_docs", ids)
+        time.sleep(3)
+        queued, _, after = progress(conn)
+        seen = conn.execute("SELECT count(*) FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) "
+                            "WHERE c.name = %s AND p.metadata @> '{\"lang\": \"xx\"}'", (CORPUS,)).fetchone()[0]
+        out.update(metadata_updates=len(ids), metadata_reembedded=after - before, metadata_visible=seen,
+                   update_rate_plain=plain_u, update_rate_corpus=corpus_u)
+        print(f"{len(ids)} metadata updates: {after - before} re-embedded, {queued} queued, {seen} passages carry the "
+              f"new value; {plain_u:.0f}/s on a plain table, {corpus_u:.0f}/s with the corpus ({corpus_u / plain_u:.2f}x)")
+
+        # 5. Text updates: one re-embedding each.
+        n = min(1000, args.rows)
+        before = after
+        conn.execute("UPDATE bench_docs SET body = body || ' (edited)' WHERE id <= %s", (n,))
+        wait_drained(conn, args.rows)
+        after = progress(conn)[2]
+        out.update(text_updates=n, text_reembedded=after - before)
+        print(f"{n} text updates: {after - before} re-embedded")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
