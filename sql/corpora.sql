@@ -15,6 +15,15 @@ CREATE TABLE inf_ir.corpora (
     source_owner    regrole,
     -- Whether the background embedder drains its queue (inf_alter_corpus).
     background      boolean NOT NULL DEFAULT true,
+    -- A switch of model or text columns (inf_alter_corpus): the successor
+    -- corpus being embedded in the background names the corpus it will
+    -- replace; the replaced one, once the successor took its name, is
+    -- retired and dropped by the background embedder.
+    successor_of    integer REFERENCES inf_ir.corpora ON DELETE CASCADE,
+    retired         boolean NOT NULL DEFAULT false,
+    -- The transaction that retired it: its triggers and functions are
+    -- dropped only once no snapshot from before that transaction is left.
+    retired_xid     xid8,
     CONSTRAINT corpora_source_complete CHECK (
         (source IS NULL) = (source_key IS NULL) AND (source IS NULL) = (source_text IS NULL)
         AND (source IS NULL) = (source_owner IS NULL))

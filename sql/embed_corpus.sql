@@ -90,6 +90,15 @@ BEGIN
     END IF;
     UPDATE inf_ir.embedding_runs SET finished = true, updated_at = pg_catalog.clock_timestamp() WHERE run_id = run;
     COMMIT;
+    -- A model or text switch under way (inf_alter_corpus): embed the
+    -- successor's rows too, then switch.
+    IF EXISTS (SELECT 1 FROM inf_ir.corpora s WHERE s.successor_of = c.corpus_id) THEN
+        CALL @extschema@.inf_embed_corpus('.next-' OPERATOR(pg_catalog.||) c.corpus_id, batch_size);
+        IF @extschema@.inf_finish_corpus_switch(corpus) THEN
+            RAISE NOTICE 'inf_embed_corpus %: switched to the new model and text columns', corpus;
+        END IF;
+        COMMIT;
+    END IF;
     -- The vector index: made on the first run, retrained once the corpus
     -- has doubled since its lists were trained.
     RAISE NOTICE 'inf_embed_corpus %: vector index %', corpus, @extschema@.inf_corpus_index(corpus);

@@ -147,6 +147,10 @@ SELECT pg_catalog.pg_extension_config_dump('inf_ir.source_embedding', '');
 CREATE VIEW inf_ir.source_progress AS
 SELECT c.name AS corpus,
        c.source,
+       c.model,
+       -- A successor (inf_alter_corpus(name, model, text)): the corpus whose
+       -- name it takes once all its rows are embedded.
+       (SELECT r.name FROM inf_ir.corpora r WHERE r.corpus_id = c.successor_of) AS replaces,
        c.background,
        q.queued,
        q.oldest AS oldest_queued_at,
@@ -161,5 +165,5 @@ FROM inf_ir.corpora c
 CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS queued, pg_catalog.min(x.queued_at) AS oldest
                     FROM inf_ir.source_changes x WHERE x.corpus_id = c.corpus_id) q
 LEFT JOIN inf_ir.source_embedding s ON s.corpus_id = c.corpus_id
-WHERE c.source IS NOT NULL;
+WHERE c.source IS NOT NULL AND NOT c.retired;
 GRANT SELECT ON inf_ir.source_progress TO PUBLIC;

@@ -11,15 +11,19 @@ background embedder runs):
    a REPEATABLE READ transaction returns only rows visible in its snapshot,
    whose metadata passes the filter, and (exact mode) exactly what a plain
    SQL scan over the passages joined to the table returns;
-4. kill -9 of the embedder mid-backfill: after the restart every row has
-   exactly one current passage and the vector index checks out.
+4. a switch of text columns (the path of a model switch) while 4 sessions
+   search: no error, every result the old corpus's or the new one's;
+5. kill -9 of the embedder (and, with --pgdata, of the postmaster)
+   mid-backfill: after the restart every row has exactly one current
+   passage and the vector index checks out.
 
-Usage: test_source_corpus.py --port P [--rows 2000] [--seconds 20]
+Usage: test_source_corpus.py --port P [--rows 2000] [--seconds 20] [--pgdata DIR --pg-bin DIR]
 """
 import argparse
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -217,7 +221,121 @@ def phase_concurrency(dsn, rows, seconds, rng, errors):
         conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
 
 
-def phase_kill(dsn, rows, rng, errors):
+def searcher(dsn, queries, exact, stop, seen, errors):
+    """inf_search over and over, each result recorded as a tuple of keys."""
+    try:
+        with connect(dsn) as conn:
+            conn.execute("SELECT set_config('inf_ir.exact_search', %s, false)", ("on" if exact else "off",))
+            while not stop.is_set():
+                for q in queries:
+                    keys = tuple(r[0] for r in conn.execute(
+                        "SELECT external_id FROM inf_search(NULL, %s, 10, %s) ORDER BY rank", (q, CORPUS)).fetchall())
+                    seen.append((exact, q, keys))
+    except Exception as e:  # noqa: BLE001 - reported by the main thread
+        errors.append(f"searcher (exact={exact}): {e}")
+
+
+def results(conn, queries, exact):
+    conn.execute("SELECT set_config('inf_ir.exact_search', %s, false)", ("on" if exact else "off",))
+    return {q: tuple(r[0] for r in conn.execute(
+        "SELECT external_id FROM inf_search(NULL, %s, 10, %s) ORDER BY rank", (q, CORPUS)).fetchall()) for q in queries}
+
+
+def phase_switch(dsn, rows, rng, errors):
+    """A change of text columns (same path as a change of model) while 4
+    sessions search: no error, and every result is exactly the old corpus's
+    or exactly the new one's, never a mix or a partial set."""
+    table = "source_switch"
+    queries = [sentence(rng) for _ in range(6)]
+    with connect(dsn) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+        conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, title text, body text, lang text)")
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)",
+                            [(i, " ".join(rng.choice(WORDS) for _ in range(2)), sentence(rng), "en")
+                             for i in range(1, rows + 1)])
+        conn.execute("SELECT inf_create_corpus(%s, source => %s, text => ARRAY['title'], metadata => ARRAY['lang'])",
+                     (CORPUS, table))
+        wait_drained(conn, CORPUS, rows)
+        conn.execute("SELECT inf_corpus_index(%s)", (CORPUS,))
+        old_id = conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0]
+        before = {exact: results(conn, queries, exact) for exact in (True, False)}
+    stop, seen = threading.Event(), []
+    threads = [threading.Thread(target=searcher, args=(dsn, queries, exact, stop, seen, errors))
+               for exact in (True, False, True, False)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    with connect(dsn) as conn:
+        time.sleep(1)
+        conn.execute("SELECT inf_alter_corpus(%s, text => ARRAY['title', 'body'])", (CORPUS,))
+        deadline = time.monotonic() + WAIT_LIMIT
+        while conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0] == old_id:
+            if time.monotonic() > deadline:
+                errors.append(f"switch: not done after {WAIT_LIMIT} s")
+                break
+            time.sleep(0.2)
+        switched = time.monotonic() - t0
+        time.sleep(2)  # searches go on after the switch
+        stop.set()
+        for t in threads:
+            t.join()
+        after = {exact: results(conn, queries, exact) for exact in (True, False)}
+        while conn.execute("SELECT count(*) FROM inf_ir.corpora WHERE retired OR successor_of IS NOT NULL").fetchone()[0]:
+            if time.monotonic() > deadline:
+                errors.append("switch: the retired corpus was not dropped")
+                break
+            time.sleep(0.2)
+        left = conn.execute("SELECT count(*) FROM inf_ir.passages WHERE corpus_id = %s", (old_id,)).fetchone()[0]
+        passages, current = conn.execute(
+            f"""SELECT count(*), count(*) FILTER (WHERE p.body = concat_ws(' ', d.title, d.body))
+                FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) JOIN {table} d ON d.id = p.external_id::bigint
+                WHERE c.name = %s""", (CORPUS,)).fetchone()
+        check = conn.execute("SELECT ok FROM inf_index_check(('inf_ir.' || inf_corpus_index(%s))::regclass)",
+                             (CORPUS,)).fetchone()[0]
+        differ = sum(before[e][q] != after[e][q] for e in (True, False) for q in queries)
+        # An approximate search that starts just before the old corpus's index
+        # is dropped scans its rows exactly: the old exact result counts as old.
+        old_seen = sum(keys in (before[e][q], before[True][q]) for e, q, keys in seen)
+        new_seen = sum(keys in (after[e][q], after[True][q]) and keys not in (before[e][q], before[True][q])
+                       for e, q, keys in seen)
+        mixed = len(seen) - old_seen - new_seen
+        print(f"switch of text columns under 4 searching sessions: switched {switched:.1f} s after it began; "
+              f"{len(seen)} searches, {old_seen} old results, {new_seen} new ones, {mixed} neither; "
+              f"{differ} of {2 * len(queries)} query results differ between old and new; {passages} passages "
+              f"({current} with the new text), {left} left of the old corpus; index check ok={check}")
+        if mixed or not new_seen or not old_seen or not differ or passages != rows or current != rows or left or not check:
+            errors.append(f"switch: searches={len(seen)} old={old_seen} new={new_seen} mixed={mixed} differ={differ} "
+                          f"passages={passages} current={current} left={left} index ok={check}")
+
+        # A second switch with writes during it: they reach the new corpus too.
+        new_id = conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0]
+        conn.execute("SELECT inf_alter_corpus(%s, text => ARRAY['body'])", (CORPUS,))
+        conn.execute(f"INSERT INTO {table} SELECT i, 'new', 'inserted during the switch ' || i, 'en' "
+                     f"FROM generate_series(%s::bigint, %s::bigint) i", (rows + 1, rows + 50))
+        conn.execute(f"UPDATE {table} SET body = body || ' changed' WHERE id <= 50")
+        conn.execute(f"UPDATE {table} SET lang = 'de' WHERE id BETWEEN 51 AND 100")
+        conn.execute(f"DELETE FROM {table} WHERE id BETWEEN 101 AND 150")
+        while conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0] == new_id:
+            if time.monotonic() > deadline:
+                errors.append(f"second switch: not done after {WAIT_LIMIT} s")
+                break
+            time.sleep(0.2)
+        wait_drained(conn, CORPUS)
+        total, passages, good = consistency(conn, CORPUS, table)
+        print(f"a second switch with inserts, text and metadata updates and deletes during it: {passages} passages "
+              f"for {total} rows, {good} current")
+        if not (total == passages == good == rows):
+            errors.append(f"second switch: rows={total} passages={passages} current={good}")
+        conn.execute(f"DROP TABLE {table} CASCADE")
+        conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+
+
+def phase_kill(dsn, rows, rng, errors, victim, pgdata=None, pg_bin=None):
+    """kill -9 of the embedder (victim 'embedder': the postmaster resets every
+    process) or of the postmaster (victim 'postmaster': restarted here with
+    pg_ctl) once the backfill is under way."""
     table = "source_kill"
     with connect(dsn) as conn:
         conn.execute("ALTER SYSTEM SET inf_ir.background_batch = 64")
@@ -233,8 +351,17 @@ def phase_kill(dsn, rows, rng, errors):
             if time.monotonic() > deadline:
                 sys.exit("FAILED: the embedder never started")
             time.sleep(0.05)
-    os.kill(pid[0], signal.SIGKILL)  # the postmaster restarts every process after this
-    print(f"killed the embedder (pid {pid[0]}) with {done} of {rows} rows embedded")
+    if victim == "embedder":
+        watcher = connect(dsn)
+        os.kill(pid[0], signal.SIGKILL)  # the postmaster restarts every process after this
+        print(f"killed the embedder (pid {pid[0]}) with {done} of {rows} rows embedded")
+        wait_reset(watcher)
+    else:
+        with open(os.path.join(pgdata, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        os.kill(postmaster, signal.SIGKILL)
+        print(f"killed the postmaster (pid {postmaster}) with {done} of {rows} rows embedded")
+        restart(pgdata, pg_bin)
     deadline = time.monotonic() + WAIT_LIMIT
     while True:
         try:
@@ -262,11 +389,43 @@ def phase_kill(dsn, rows, rng, errors):
         conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
 
 
+def wait_reset(watcher):
+    """Until the postmaster's crash reset has ended the watcher's session: a
+    connection made before that could still reach the old, dying server."""
+    deadline = time.monotonic() + WAIT_LIMIT
+    while True:
+        try:
+            watcher.execute("SELECT 1")
+        except psycopg.OperationalError:
+            watcher.close()
+            return
+        if time.monotonic() > deadline:
+            sys.exit("FAILED: the server never reset after the embedder was killed")
+        time.sleep(0.1)
+
+
+def restart(pgdata, pg_bin):
+    """Start the server again once the killed postmaster's children are gone
+    (until then its shared memory is still in use and pg_ctl refuses)."""
+    deadline = time.monotonic() + WAIT_LIMIT
+    while True:
+        r = subprocess.run(["runuser", "-u", "postgres", "--", f"{pg_bin}/pg_ctl", "-D", pgdata, "-l",
+                            os.path.join(pgdata, "server.log"), "-w", "start"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "RUST_BACKTRACE"})
+        if r.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"FAILED: the server did not start again: {r.stdout} {r.stderr}")
+        time.sleep(0.5)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--pgdata", help="the server's data directory: also kill -9 the postmaster mid-backfill")
+    ap.add_argument("--pg-bin", help="where pg_ctl is (with --pgdata)")
     args = ap.parse_args()
     dsn = f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres"
     rng = random.Random(7)
@@ -275,7 +434,10 @@ def main():
         conn.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
     phase_burst_and_updates(dsn, args.rows, rng, errors)
     phase_concurrency(dsn, 1000, args.seconds, rng, errors)
-    phase_kill(dsn, args.rows, rng, errors)
+    phase_switch(dsn, 1000, rng, errors)
+    phase_kill(dsn, args.rows, rng, errors, "embedder")
+    if args.pgdata:
+        phase_kill(dsn, args.rows, rng, errors, "postmaster", args.pgdata, args.pg_bin)
     if errors:
         sys.exit(f"FAILED: {errors}")
     print("ok")

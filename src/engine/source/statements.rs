@@ -18,16 +18,23 @@
 //!   statement, not per row).
 //!
 //! Keys travel as text: a one-column key as its text form, a composite key
-//! as a JSON array of its columns' text forms. The functions that make or
-//! read keys pin the settings a text form depends on, so a key reads the
-//! same in every session.
+//! as a JSON array of its columns' text forms. Where a key column's text
+//! form depends on settings (a timestamp, a float), the functions that make
+//! or read keys pin those settings, so a key reads the same in every session.
 
 use super::spec::SourceSpec;
 
-/// Settings pinned on every function that turns keys into text or back.
-const PINNED_SETTINGS: &str = "SET search_path = pg_catalog, pg_temp \
-     SET \"DateStyle\" = 'ISO, YMD' SET \"IntervalStyle\" = 'postgres' \
-     SET \"TimeZone\" = 'UTC' SET extra_float_digits = 1";
+/// search_path, pinned on every function (they are SECURITY DEFINER or read
+/// tables by name).
+const PINNED_SEARCH_PATH: &str = "SET search_path = pg_catalog, pg_temp";
+/// Settings a key's text form can depend on (dates, times, intervals,
+/// floats, money), pinned where a key column has such a type.
+const PINNED_KEY_SETTINGS: &str = "SET \"DateStyle\" = 'ISO, YMD' SET \"IntervalStyle\" = 'postgres' \
+     SET \"TimeZone\" = 'UTC' SET extra_float_digits = 1 SET lc_monetary = 'C'";
+/// Key types whose text form no setting changes: their functions skip the
+/// pins above (each SET clause costs every write statement some microseconds).
+const SETTING_FREE_KEY_TYPES: [&str; 9] =
+    ["smallint", "integer", "bigint", "text", "uuid", "boolean", "oid", "numeric", "character varying"];
 
 /// An identifier, always quoted.
 pub fn quote_ident(name: &str) -> String {
@@ -56,6 +63,19 @@ pub const EVENTS: [&str; 4] = ["INSERT", "UPDATE", "DELETE", "TRUNCATE"];
 pub const ROLES: [&str; 8] = ["key", "text", "metadata", "read", "lock", "present", "backfill", "changed"];
 
 impl SourceSpec {
+    /// The SET clauses of a function that makes or reads keys.
+    fn pinned(&self) -> String {
+        let setting_free = self.key.iter().all(|k| {
+            let base = k.sql_type.split('(').next().unwrap_or_default().trim();
+            SETTING_FREE_KEY_TYPES.contains(&base) || base == "character"
+        });
+        if setting_free {
+            PINNED_SEARCH_PATH.to_string()
+        } else {
+            format!("{PINNED_SEARCH_PATH} {PINNED_KEY_SETTINGS}")
+        }
+    }
+
     fn f(&self, role: &str) -> String {
         format!("inf_ir.{}", function_name(self.corpus_id, role))
     }
@@ -122,6 +142,7 @@ impl SourceSpec {
     /// Statements that make the corpus's functions and triggers, in order.
     pub fn create_statements(&self) -> Vec<String> {
         let (t, id) = (&self.table, self.corpus_id);
+        let pinned = self.pinned();
         let row_columns = format!(
             "{key}(s), {text}(s), {meta}(s) FROM {t} s WHERE {matched}",
             key = self.f("key"),
@@ -150,19 +171,19 @@ impl SourceSpec {
             ),
             format!(
                 "CREATE FUNCTION {}(keys text[]) RETURNS TABLE (key text, text text, metadata jsonb)
-                 LANGUAGE sql STABLE SECURITY DEFINER {PINNED_SETTINGS}
+                 LANGUAGE sql STABLE SECURITY DEFINER {pinned}
                  BEGIN ATOMIC SELECT {row_columns}; END",
                 self.f("read")
             ),
             format!(
                 "CREATE FUNCTION {}(keys text[]) RETURNS TABLE (key text, text text, metadata jsonb)
-                 LANGUAGE sql VOLATILE SECURITY DEFINER {PINNED_SETTINGS}
+                 LANGUAGE sql VOLATILE SECURITY DEFINER {pinned}
                  BEGIN ATOMIC SELECT {row_columns} FOR SHARE OF s SKIP LOCKED; END",
                 self.f("lock")
             ),
             format!(
                 "CREATE FUNCTION {}(keys text[]) RETURNS SETOF text
-                 LANGUAGE sql STABLE SECURITY INVOKER {PINNED_SETTINGS}
+                 LANGUAGE sql STABLE SECURITY INVOKER {pinned}
                  BEGIN ATOMIC SELECT {}(s) FROM {t} s WHERE {}; END",
                 self.f("present"),
                 self.f("key"),
@@ -170,13 +191,19 @@ impl SourceSpec {
             ),
             format!(
                 "CREATE FUNCTION {}() RETURNS void
-                 LANGUAGE sql VOLATILE SECURITY DEFINER {PINNED_SETTINGS}
+                 LANGUAGE sql VOLATILE SECURITY DEFINER {pinned}
                  BEGIN ATOMIC INSERT INTO inf_ir.source_changes (corpus_id, key) SELECT {id}, {}(s) FROM {t} s; END",
                 self.f("backfill"),
                 self.f("key")
             ),
             self.trigger_function(),
         ];
+        // The owner's privileges stay with the owner: nobody else may call
+        // the functions that read rows or write passages as it.
+        for role in ["read", "lock", "backfill", "changed"] {
+            let args = if role == "read" || role == "lock" { "text[]" } else { "" };
+            out.push(format!("REVOKE ALL ON FUNCTION {}({args}) FROM PUBLIC", self.f(role)));
+        }
         for event in EVENTS {
             let transition = match event {
                 "INSERT" => "REFERENCING NEW TABLE AS new_rows",
@@ -202,9 +229,10 @@ impl SourceSpec {
     /// transaction, so a rollback undoes it.
     fn trigger_function(&self) -> String {
         let (id, key, text, meta) = (self.corpus_id, self.f("key"), self.f("text"), self.f("metadata"));
+        let pinned = self.pinned();
         format!(
             "CREATE FUNCTION {name}() RETURNS trigger
-             LANGUAGE plpgsql SECURITY DEFINER {PINNED_SETTINGS} AS $body$
+             LANGUAGE plpgsql SECURITY DEFINER {pinned} AS $body$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO inf_ir.source_changes (corpus_id, key) SELECT {id}, {key}(n) FROM new_rows n;
@@ -313,12 +341,22 @@ mod tests {
     fn every_function_pins_settings_and_every_event_gets_a_trigger() {
         let s = spec(&[("id", "bigint")], &["lang"]);
         let all = s.create_statements();
-        assert_eq!(all.len(), ROLES.len() + EVENTS.len());
+        assert_eq!(all.len(), ROLES.len() + 4 + EVENTS.len());
+        for role in ["read", "lock", "backfill", "changed"] {
+            assert!(all.iter().any(|x| x.starts_with(&format!("REVOKE ALL ON FUNCTION inf_ir.corpus_7_{role}("))));
+        }
         for role in ["read", "lock", "present", "backfill", "changed"] {
             let f = all.iter().find(|x| x.contains(&format!("inf_ir.corpus_7_{role}("))).unwrap();
-            assert!(f.contains("\"TimeZone\" = 'UTC'"), "{role} pins settings");
+            assert!(!f.contains("\"TimeZone\" = 'UTC'"), "a bigint key needs no pinned settings");
             assert!(f.contains("search_path = pg_catalog, pg_temp"), "{role} pins search_path");
         }
+        let timestamped = spec(&[("id", "bigint"), ("at", "timestamp with time zone")], &[]);
+        for role in ["read", "lock", "present", "backfill", "changed"] {
+            let all = timestamped.create_statements();
+            let f = all.iter().find(|x| x.contains(&format!("inf_ir.corpus_7_{role}("))).unwrap();
+            assert!(f.contains("\"TimeZone\" = 'UTC'"), "{role} pins the settings a timestamp's text needs");
+        }
+        assert_eq!(spec(&[("code", "character varying(20)")], &[]).pinned(), PINNED_SEARCH_PATH);
         assert!(all.iter().any(|x| x.contains("FOR SHARE OF s SKIP LOCKED")));
         assert!(all.iter().any(|x| x.contains("corpus_7_present") && x.contains("SECURITY INVOKER")));
         for e in EVENTS {

@@ -82,6 +82,13 @@ pub fn inf_create_corpus(
             "add source => 'schema.table', or leave them out for a corpus you fill yourself",
         );
     }
+    if name.starts_with(super::source_switch::RESERVED_PREFIX) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("corpus name \"{name}\" begins with '.'"),
+            "names that begin with '.' are kept for the corpora of a model or text switch (inf_alter_corpus)",
+        );
+    }
     let model = models::lookup(model).spec.name;
     let taken = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM inf_ir.corpora WHERE name = $1)",
@@ -137,36 +144,60 @@ pub fn ensure_metadata_index(corpus_id: i32) {
     .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create the metadata index of corpus {corpus_id}: {e}"));
 }
 
-/// Drop a corpus, its passages, its vector and metadata indexes. Returns whether it existed.
+/// Drop a corpus, its passages, its vector and metadata indexes (and a
+/// switch under way). Returns whether it existed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn inf_drop_corpus(name: &str) -> bool {
-    if let Some(id) =
-        Spi::get_one_with_args::<i32>("SELECT corpus_id FROM inf_ir.corpora WHERE name = $1", &[name.into()])
-            .ok()
-            .flatten()
-    {
-        super::source::detach(id);
-        for index in corpus_indexes(id) {
-            Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+    match Spi::get_one_with_args::<i32>("SELECT corpus_id FROM inf_ir.corpora WHERE name = $1", &[name.into()]) {
+        Ok(Some(id)) => {
+            drop_corpus(id);
+            true
         }
-        Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{}", metadata_index_name(id)))
-            .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+        _ => false,
     }
-    Spi::get_one_with_args::<bool>(
-        "WITH d AS (DELETE FROM inf_ir.corpora WHERE name = $1 RETURNING 1) SELECT count(*) > 0 FROM d",
-        &[name.into()],
+}
+
+/// Drop corpus `id` with everything it made: its successor first, its
+/// triggers and functions, its indexes, its row (its passages cascade).
+pub fn drop_corpus(id: i32) {
+    let successors = Spi::get_one_with_args::<Vec<i32>>(
+        "SELECT array_agg(corpus_id) FROM inf_ir.corpora WHERE successor_of = $1",
+        &[id.into()],
     )
     .ok()
     .flatten()
-    .unwrap_or(false)
+    .unwrap_or_default();
+    for successor in successors {
+        drop_corpus(successor);
+    }
+    super::source::detach(id);
+    for index in corpus_indexes(id) {
+        Spi::run(&format!("DROP INDEX inf_ir.{index}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+    }
+    Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{}", metadata_index_name(id)))
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
+    Spi::run_with_args("DELETE FROM inf_ir.corpora WHERE corpus_id = $1", &[id.into()])
+        .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
 }
 
 /// Change a corpus's settings. `background`: whether the background embedder
 /// drains the queue of a corpus that follows a table (off: the rows stay
 /// queued until `CALL inf_embed_corpus` or until it is turned on again).
+/// `model`, `text`: re-embed a corpus that follows a table with another
+/// model or other text columns, in the background; searches use the current
+/// embeddings until the new set is complete, then switch at once
+/// (`source_switch`).
 #[pg_extern(volatile, parallel_unsafe)]
-fn inf_alter_corpus(name: &str, background: default!(Option<bool>, "NULL")) {
+fn inf_alter_corpus(
+    name: &str,
+    background: default!(Option<bool>, "NULL"),
+    model: default!(Option<&str>, "NULL"),
+    text: default!(Option<Vec<String>>, "NULL"),
+) {
     let corpus = lookup(name);
+    if model.is_some() || text.is_some() {
+        super::source_switch::begin(name, &corpus, model, text);
+    }
     if let Some(on) = background {
         if !corpus.follows_table {
             raise_with(
@@ -176,7 +207,7 @@ fn inf_alter_corpus(name: &str, background: default!(Option<bool>, "NULL")) {
             );
         }
         Spi::run_with_args(
-            "UPDATE inf_ir.corpora SET background = $2 WHERE corpus_id = $1",
+            "UPDATE inf_ir.corpora SET background = $2 WHERE corpus_id = $1 OR successor_of = $1",
             &[corpus.corpus_id.into(), on.into()],
         )
         .unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));

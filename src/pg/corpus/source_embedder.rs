@@ -100,9 +100,9 @@ pub extern "C-unwind" fn inf_ir_embed_launcher_main(_arg: pg_sys::Datum) {
                 Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
             )
         });
-        let due = connectable_databases().into_iter().find(|db| {
-            !running.contains_key(db) && offered.get(db).is_none_or(|t| t.elapsed() >= OFFER_INTERVAL)
-        });
+        let due = connectable_databases()
+            .into_iter()
+            .find(|db| !running.contains_key(db) && offered.get(db).is_none_or(|t| t.elapsed() >= OFFER_INTERVAL));
         if let Some(db) = due {
             offered.insert(db, Instant::now());
             if let Some(worker) = start_embedder(db, true) {
@@ -137,10 +137,21 @@ fn connectable_databases() -> Vec<pg_sys::Oid> {
     out
 }
 
-/// A corpus with queued rows, and the role whose privileges embed it.
+/// A corpus with queued rows (or a successor whose queue ran dry), and the
+/// role whose privileges embed it.
 struct Pending {
     corpus_id: i32,
     owner: String,
+    queued: bool,
+    /// A successor (source_switch): the corpus it replaces.
+    replaces: Option<i32>,
+}
+
+/// What this database's corpora ask of the embedder.
+struct Work {
+    pending: Vec<Pending>,
+    /// Corpora replaced by their successor, to drop.
+    retired: Vec<i32>,
 }
 
 extern "C-unwind" {
@@ -187,15 +198,32 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
     }
     let mut paused: HashMap<i32, (Instant, Duration)> = HashMap::new();
     loop {
-        let Some(pending) = in_transaction(pending_corpora) else {
+        let Some(work) = in_transaction(pending_corpora) else {
             return; // no corpus follows a table (or background is off for all): the launcher offers again later
         };
         let mut progressed = false;
-        for corpus in pending {
-            if paused.get(&corpus.corpus_id).is_some_and(|(until, _)| Instant::now() < *until) {
+        for corpus_id in work.retired {
+            progressed |= in_own_transaction(&format!("dropping retired corpus {corpus_id}"), || {
+                super::source_switch::drop_retired(corpus_id)
+            })
+            .unwrap_or_else(|message| {
+                pgrx::log!("inf_ir embedder: retired corpus {corpus_id} stays for now: {message}");
+                false
+            });
+        }
+        for corpus in work.pending {
+            if paused
+                .get(&corpus.corpus_id)
+                .is_some_and(|(until, _)| Instant::now() < *until)
+            {
                 continue;
             }
-            match run_batch(&corpus) {
+            let step = if corpus.queued {
+                run_batch(&corpus)
+            } else {
+                finish_switch(&corpus)
+            };
+            match step {
                 Ok(made_progress) => {
                     paused.remove(&corpus.corpus_id);
                     progressed |= made_progress;
@@ -220,7 +248,7 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
 
 /// Corpora with queued rows; None when no corpus of this database follows a
 /// table with background embedding on (or inf_ir was dropped).
-fn pending_corpora() -> Option<Vec<Pending>> {
+fn pending_corpora() -> Option<Work> {
     let installed = Spi::get_one::<bool>("SELECT to_regclass('inf_ir.source_changes') IS NOT NULL")
         .ok()
         .flatten()
@@ -228,20 +256,27 @@ fn pending_corpora() -> Option<Vec<Pending>> {
     if !installed {
         return None;
     }
+    // Live corpora first: their fresh writes go before a successor's backfill.
     let rows = Spi::connect(|client| {
         client
             .select(
                 "SELECT c.corpus_id, c.source_owner::text,
-                        EXISTS (SELECT 1 FROM inf_ir.source_changes q WHERE q.corpus_id = c.corpus_id)
-                 FROM inf_ir.corpora c WHERE c.source IS NOT NULL AND c.background ORDER BY c.corpus_id",
+                        EXISTS (SELECT 1 FROM inf_ir.source_changes q WHERE q.corpus_id = c.corpus_id),
+                        c.successor_of, c.retired
+                 FROM inf_ir.corpora c WHERE c.source IS NOT NULL AND (c.background OR c.retired)
+                 ORDER BY c.successor_of IS NOT NULL, c.corpus_id",
                 None,
                 &[],
             )?
             .map(|r| {
                 Ok((
-                    r.get::<i32>(1)?.unwrap_or_default(),
-                    r.get::<String>(2)?.unwrap_or_default(),
-                    r.get::<bool>(3)?.unwrap_or(false),
+                    Pending {
+                        corpus_id: r.get::<i32>(1)?.unwrap_or_default(),
+                        owner: r.get::<String>(2)?.unwrap_or_default(),
+                        queued: r.get::<bool>(3)?.unwrap_or(false),
+                        replaces: r.get::<i32>(4)?,
+                    },
+                    r.get::<bool>(5)?.unwrap_or(false),
                 ))
             })
             .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
@@ -250,26 +285,60 @@ fn pending_corpora() -> Option<Vec<Pending>> {
     if rows.is_empty() {
         return None;
     }
-    Some(
-        rows.into_iter()
-            .filter(|(_, _, queued)| *queued)
-            .map(|(corpus_id, owner, _)| Pending { corpus_id, owner })
+    let (retired, live): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, retired)| *retired);
+    Some(Work {
+        pending: live
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.queued || p.replaces.is_some())
             .collect(),
-    )
+        retired: retired.into_iter().map(|(p, _)| p.corpus_id).collect(),
+    })
+}
+
+/// A successor with an empty queue: its indexes (one transaction), then the
+/// swap (another). Ok(true) when the switch happened.
+fn finish_switch(corpus: &Pending) -> Result<bool, String> {
+    let successor = super::source_switch::Successor {
+        corpus_id: corpus.corpus_id,
+        replaces: corpus.replaces.expect("a successor"),
+    };
+    let label = format!("finishing the switch of corpus {}", successor.replaces);
+    if !in_own_transaction(&label, || super::source_switch::prepare(&successor))? {
+        return Ok(false);
+    }
+    in_own_transaction(&label, || super::source_switch::swap(&successor))
+}
+
+/// `f` in a transaction of its own, as the embedder's own role; an error
+/// rolls it back and comes back as its message.
+fn in_own_transaction<R>(activity: &str, f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        let activity = std::ffi::CString::new(activity).expect("no NUL");
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
+    }
+    let outcome = PgTryBuilder::new(|| Ok(f()))
+        .catch_others(|caught| Err(caught_message(&caught)))
+        .execute();
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+    }
+    outcome
 }
 
 /// One batch in its own transaction, as the corpus's owner. Ok(true) when
 /// it finished some queued rows (rows a writer holds go back to the queue).
 fn run_batch(corpus: &Pending) -> Result<bool, String> {
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        let activity = std::ffi::CString::new(format!("embedding queued rows of corpus {}", corpus.corpus_id))
-            .expect("no NUL");
-        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
-    }
-    let outcome = PgTryBuilder::new(|| {
+    in_own_transaction(&format!("embedding queued rows of corpus {}", corpus.corpus_id), || {
         Spi::run_with_args("SELECT set_config('role', $1, true)", &[corpus.owner.as_str().into()])
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot act as role {}: {e}", corpus.owner));
         let batch = Spi::get_three_with_args::<i32, i32, i32>(
@@ -290,20 +359,8 @@ fn run_batch(corpus: &Pending) -> Result<bool, String> {
             &[corpus.corpus_id.into(), ((taken - busy) as i64).into(), (embedded as i64).into()],
         )
         .unwrap_or_else(|e| pgrx::error!("inf_ir: recording the batch: {e}"));
-        Ok(taken > busy)
+        taken > busy
     })
-    .catch_others(|caught| Err(caught_message(&caught)))
-    .execute();
-    unsafe {
-        if outcome.is_ok() {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        } else {
-            pg_sys::AbortCurrentTransaction();
-        }
-        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
-    }
-    outcome
 }
 
 fn caught_message(caught: &pg_sys::panic::CaughtError) -> String {

@@ -223,9 +223,22 @@ impl Embedder for WorkerEmbedder {
         if !is_background() || inputs.len() <= BACKGROUND_CHUNK {
             return self.embed_request(inputs);
         }
-        let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(BACKGROUND_CHUNK) {
-            out.extend(self.embed_request(chunk)?);
+        // Texts of similar length share a request (by characters: the
+        // tokenizer runs in the host), so small requests pad little more
+        // than one large one would.
+        let lengths: Vec<usize> = inputs
+            .iter()
+            .map(|i| match i {
+                EmbedInput::Passage(p) => p.len(),
+                EmbedInput::Query { instruction, query } => query.len() + instruction.map_or(0, str::len),
+            })
+            .collect();
+        let mut out = vec![Vec::new(); inputs.len()];
+        for group in crate::engine::embed::batching::plan_batches(&lengths, usize::MAX, BACKGROUND_CHUNK) {
+            let chunk: Vec<EmbedInput<'_>> = group.iter().map(|&i| inputs[i]).collect();
+            for (i, vector) in group.into_iter().zip(self.embed_request(&chunk)?) {
+                out[i] = vector;
+            }
         }
         Ok(out)
     }

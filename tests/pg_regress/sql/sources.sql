@@ -30,6 +30,8 @@ SELECT inf_create_corpus('x', text => ARRAY['body']);
 SELECT inf_alter_corpus('nosuch', background => true);
 SELECT inf_create_corpus('plain') > 0 AS plain_created;
 SELECT inf_alter_corpus('plain', background => false);
+SELECT inf_alter_corpus('plain', model => 'minilm');
+SELECT inf_create_corpus('.next-1');
 SELECT inf_drop_corpus('plain');
 CREATE TABLE nokey (body text);
 SELECT inf_create_corpus('x', source => 'nokey', text => ARRAY['body']);
@@ -129,6 +131,10 @@ CREATE ROLE inf_ir_reader;
 SET ROLE inf_ir_reader;
 SELECT external_id FROM inf_search(NULL, 'cats', 2, 'docs');
 RESET ROLE;
+-- Nor through the functions that read the table as the corpus's owner.
+SELECT has_function_privilege('inf_ir_reader', format('inf_ir.corpus_%s_read(text[])', corpus_id), 'EXECUTE') AS reader_may_read_as_owner,
+       has_function_privilege('inf_ir_reader', format('inf_ir.corpus_%s_present(text[])', corpus_id), 'EXECUTE') AS reader_may_check_keys
+FROM inf_ir.corpora WHERE name = 'docs';
 GRANT SELECT ON docs TO inf_ir_reader;
 SET ROLE inf_ir_reader;
 SELECT count(*) AS visible FROM inf_search(NULL, 'cats', 2, 'docs');
@@ -149,8 +155,57 @@ SELECT n.tenant, n.slug, s.rank
 FROM inf_search(NULL, 'coffee beans', 3, 'notes') s
 JOIN notes n ON (n.tenant, n.slug) = ((s.external_id::jsonb ->> 0)::int, s.external_id::jsonb ->> 1)
 ORDER BY s.rank;
+-- A model switch: to a decoder embedder of another dimension.
+SELECT name, dimension FROM inf_register_model('src_dec', '/tmp/inf_ir_fixtures/decoder_optimum', pooling => 'last', max_tokens => 512);
+SET client_min_messages = warning;
+SELECT inf_alter_corpus('notes', model => 'src_dec');
+CALL inf_embed_corpus('notes');
+RESET client_min_messages;
+SELECT c.model, count(*) AS passages, bool_and(p.embedded_with = m.fingerprint) AS all_current,
+       min(cardinality(p.embedding)) AS dimension
+FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) JOIN inf_ir.models m ON m.name = c.model
+WHERE c.name = 'notes' GROUP BY c.model;
+SELECT (SELECT sum(x::float8 * y::float8) FROM unnest(p.embedding, inf_embed('Coffee is brewed from beans.', 'src_dec')) t(x, y)) > 0.99999 AS same_vector
+FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'notes' AND p.body = 'Coffee is brewed from beans.';
+SELECT n.tenant, n.slug FROM inf_search(NULL, 'coffee beans', 1, 'notes') s
+JOIN notes n ON (n.tenant, n.slug) = ((s.external_id::jsonb ->> 0)::int, s.external_id::jsonb ->> 1);
 DELETE FROM notes WHERE tenant = 2 AND slug = 'a';
 SELECT external_id FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'notes' ORDER BY 1;
+
+-- A switch of text columns (a model switch takes the same path): a
+-- successor follows the table beside the live corpus (background off, as
+-- the corpus's), searches keep the current embeddings until CALL
+-- inf_embed_corpus embeds the successor and switches.
+\set VERBOSITY default
+SELECT inf_alter_corpus('docs', model => 'nosuch');
+SELECT inf_alter_corpus('docs', text => ARRAY['nosuch']);
+\set VERBOSITY terse
+SET client_min_messages = warning;
+SELECT inf_alter_corpus('docs', text => ARRAY['title']);
+RESET client_min_messages;
+SELECT corpus LIKE '.next-%' AS successor, model, replaces, background, queued, passages
+FROM inf_ir.source_progress WHERE corpus = 'docs' OR replaces = 'docs' ORDER BY 1;
+DO $$ BEGIN
+    PERFORM inf_alter_corpus((SELECT corpus FROM inf_ir.source_progress WHERE replaces = 'docs'), text => ARRAY['content']);
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    RAISE NOTICE 'refused: %', regexp_replace(SQLERRM, '[0-9]+', 'N');
+END $$;
+SELECT d.id, s.body FROM inf_search(NULL, 'cats', 1, 'docs') s JOIN docs d ON d.id = s.external_id::bigint;
+SET client_min_messages = warning;
+SELECT inf_finish_corpus_switch('docs');
+CALL inf_embed_corpus('docs');
+RESET client_min_messages;
+SELECT corpus, model, replaces, queued, passages FROM inf_ir.source_progress WHERE corpus = 'docs' OR replaces = 'docs';
+SELECT count(*) AS switch_corpora_left FROM inf_ir.corpora WHERE name LIKE '.%';
+SELECT d.id, s.body FROM inf_search(NULL, 'cats', 1, 'docs') s JOIN docs d ON d.id = s.external_id::bigint;
+SELECT external_id, body FROM inf_ir.passages p JOIN inf_ir.corpora c USING (corpus_id) WHERE c.name = 'docs' ORDER BY 1;
+-- Asking for the current settings cancels a switch under way.
+SET client_min_messages = warning;
+SELECT inf_alter_corpus('docs', text => ARRAY['title', 'content']);
+SELECT inf_alter_corpus('docs', text => ARRAY['title']);
+RESET client_min_messages;
+SELECT count(*) AS switch_corpora_left FROM inf_ir.corpora WHERE name LIKE '.%';
+SELECT inf_finish_corpus_switch('docs');
 
 -- TRUNCATE empties the corpus; inf_drop_corpus removes triggers, functions and queue.
 TRUNCATE docs;
@@ -160,4 +215,5 @@ SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'inf\_ir\_cor
 SELECT count(*) AS functions_left FROM pg_proc WHERE proname LIKE 'corpus\_%' AND pronamespace = 'inf_ir'::regnamespace;
 SELECT count(*) AS queued FROM inf_ir.source_changes;
 DROP TABLE docs, notes, nokey CASCADE;
+SELECT inf_unregister_model('src_dec');
 DROP ROLE inf_ir_reader, inf_ir_outsider;
