@@ -71,6 +71,9 @@ def main():
     out = {"rows": args.rows}
     with connect(dsn) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
+        # No index build by the embedder in the middle of the insert rounds.
+        conn.execute("ALTER SYSTEM SET inf_ir.background_index_rows = 0")
+        conn.execute("SELECT pg_reload_conf()")
         for t in ("plain", "docs"):
             conn.execute(f"CREATE TABLE bench_{t} (id bigint PRIMARY KEY, body text, lang text)")
         conn.execute("SELECT inf_create_corpus(%s, source => 'bench_docs', text => ARRAY['body'], "

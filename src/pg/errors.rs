@@ -52,3 +52,12 @@ impl<T> OrRaise<T> for Result<T, EngineError> {
         self.unwrap_or_else(|e| raise(e))
     }
 }
+
+/// The message of an error caught with `PgTryBuilder`.
+pub fn caught_message(caught: &pgrx::pg_sys::panic::CaughtError) -> String {
+    match caught {
+        pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+        | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
+        | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
+    }
+}

@@ -23,6 +23,7 @@ static ONNXRUNTIME_CUDA: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SEARCH_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
 static BACKGROUND_BATCH: GucSetting<i32> = GucSetting::<i32>::new(256);
 static BACKGROUND_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static BACKGROUND_INDEX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 /// Where the shared worker embeds (inf_ir.embed_device), or where inf_ivf
 /// index scans rank (inf_ir.search_device).
@@ -224,6 +225,16 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"inf_ir.background_index_rows",
+        c"The background embedder gives a table-following corpus its vector indexes once it has this many passages. 0: never.",
+        c"Built CONCURRENTLY when the queue is drained (writes go on); retrained the same way once the rows have doubled since training.",
+        &BACKGROUND_INDEX_ROWS,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"inf_ir.background_naptime",
         c"How often the background embedder looks for queued rows when it has nothing to do.",
         c"The delay before a write to a table-following corpus's source starts being embedded, at most.",
@@ -340,6 +351,10 @@ pub fn rerank_on_failure() -> RerankOnFailure {
 
 pub fn background_batch() -> i32 {
     BACKGROUND_BATCH.get()
+}
+
+pub fn background_index_rows() -> i64 {
+    BACKGROUND_INDEX_ROWS.get() as i64
 }
 
 pub fn background_naptime() -> std::time::Duration {

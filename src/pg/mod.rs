@@ -6,8 +6,8 @@
 //! (endpoints, prompts, the synthesis stages), `rerank/` (LLM re-ranking),
 //! `sharding/` and `gpu/` (the CUDA device probe). At this
 //! level, the plumbing every folder may import: `errors`, `gucs`
-//! (settings), `interrupt` (cancel), `spi_read`, `sql_text` and
-//! `privileges`. Folders import the plumbing and each other's public
+//! (settings), `interrupt` (cancel), `spi_read`, `sql_text`, `top_level`
+//! (a utility statement run as a client's would be) and `privileges`. Folders import the plumbing and each other's public
 //! items; nothing here imports a folder.
 
 mod corpus;
@@ -24,6 +24,7 @@ mod rerank;
 mod sharding;
 mod spi_read;
 mod sql_text;
+mod top_level;
 
 pub fn init() {
     gucs::init();

@@ -13,7 +13,9 @@ background embedder runs):
    SQL scan over the passages joined to the table returns;
 4. a switch of text columns (the path of a model switch) while 4 sessions
    search: no error, every result the old corpus's or the new one's;
-5. kill -9 of the embedder (and, with --pgdata, of the postmaster)
+5. the vector index made (at inf_ir.background_index_rows) and retrained
+   (when the rows have doubled) by the embedder, CONCURRENTLY;
+6. kill -9 of the embedder (and, with --pgdata, of the postmaster)
    mid-backfill: after the restart every row has exactly one current
    passage and the vector index checks out.
 
@@ -277,6 +279,11 @@ def phase_switch(dsn, rows, rng, errors):
                 break
             time.sleep(0.2)
         switched = time.monotonic() - t0
+        # The embedder gave the successor a vector index (CONCURRENTLY) before the switch.
+        indexed = conn.execute(
+            "SELECT count(*) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
+            "WHERE x.relname LIKE 'passages\\_ivf\\_' || (SELECT corpus_id FROM inf_ir.corpora WHERE name = %s) || '\\_%%' "
+            "AND i.indisvalid AND i.indisready", (CORPUS,)).fetchone()[0]
         time.sleep(2)  # searches go on after the switch
         stop.set()
         for t in threads:
@@ -304,10 +311,11 @@ def phase_switch(dsn, rows, rng, errors):
         print(f"switch of text columns under 4 searching sessions: switched {switched:.1f} s after it began; "
               f"{len(seen)} searches, {old_seen} old results, {new_seen} new ones, {mixed} neither; "
               f"{differ} of {2 * len(queries)} query results differ between old and new; {passages} passages "
-              f"({current} with the new text), {left} left of the old corpus; index check ok={check}")
-        if mixed or not new_seen or not old_seen or not differ or passages != rows or current != rows or left or not check:
+              f"({current} with the new text), {left} left of the old corpus; {indexed} valid vector index made before the "
+              f"switch; index check ok={check}")
+        if indexed != 1 or mixed or not new_seen or not old_seen or not differ or passages != rows or current != rows or left or not check:
             errors.append(f"switch: searches={len(seen)} old={old_seen} new={new_seen} mixed={mixed} differ={differ} "
-                          f"passages={passages} current={current} left={left} index ok={check}")
+                          f"passages={passages} current={current} left={left} indexed={indexed} index ok={check}")
 
         # A second switch with writes during it: they reach the new corpus too.
         new_id = conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0]
@@ -330,6 +338,56 @@ def phase_switch(dsn, rows, rng, errors):
             errors.append(f"second switch: rows={total} passages={passages} current={good}")
         conn.execute(f"DROP TABLE {table} CASCADE")
         conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+
+
+def own_index(conn):
+    """The corpus's valid vector index, its trained rows (None, 0 while it has none)."""
+    row = conn.execute(
+        "SELECT x.relname, (SELECT trained_rows FROM inf_index_info(x.oid::regclass)) FROM pg_index i "
+        "JOIN pg_class x ON x.oid = i.indexrelid WHERE i.indisvalid AND x.relname ~ ('^passages_ivf_' || "
+        "(SELECT corpus_id FROM inf_ir.corpora WHERE name = %s) || '_[0-9a-z]+$')", (CORPUS,)).fetchone()
+    return row if row else (None, 0)
+
+
+def phase_auto_index(dsn, rng, errors):
+    """The embedder makes the vector index once the corpus reaches
+    inf_ir.background_index_rows (here 300) and retrains it once its rows
+    have doubled, CONCURRENTLY, with no user step."""
+    table = "source_indexed"
+    with connect(dsn) as conn:
+        conn.execute("ALTER SYSTEM SET inf_ir.background_index_rows = 300")
+        conn.execute("SELECT pg_reload_conf()")
+        try:
+            make_corpus(conn, table, 400, rng)
+            deadline = time.monotonic() + WAIT_LIMIT
+            while own_index(conn)[0] is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            name, trained = own_index(conn)
+            q = vec(rng)
+            indexed = [r[0] for r in conn.execute(
+                "SELECT external_id FROM inf_search_vector(%s::real[], 10, %s) ORDER BY rank", (q, CORPUS)).fetchall()]
+            conn.execute("SET inf_ir.exact_search = on")
+            exact = [r[0] for r in conn.execute(
+                "SELECT external_id FROM inf_search_vector(%s::real[], 10, %s) ORDER BY rank", (q, CORPUS)).fetchall()]
+            conn.execute("RESET inf_ir.exact_search")
+            with conn.cursor() as cur:
+                cur.executemany(f"INSERT INTO {table} (id, body, lang) VALUES (%s, %s, 'en')",
+                                [(i, sentence(rng)) for i in range(401, 901)])
+            wait_drained(conn, CORPUS, 900)
+            conn.execute("ANALYZE inf_ir.passages")  # the index's row count, as autovacuum would refresh it
+            conn.execute(f"INSERT INTO {table} (id, body, lang) VALUES (901, 'one more row', 'en')")
+            while own_index(conn)[1] < 800 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            name2, trained2 = own_index(conn)
+            print(f"auto index at 300 rows: {name} trained on {trained} rows, its top 10 = the exact top 10: "
+                  f"{indexed == exact}; after growing to 901 rows: {name2} retrained on {trained2} rows")
+            if name is None or trained != 400 or indexed != exact or name2 != name or trained2 < 800:
+                errors.append(f"auto index: {name} {trained} same={indexed == exact} then {name2} {trained2}")
+        finally:
+            conn.execute("ALTER SYSTEM RESET inf_ir.background_index_rows")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+            conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
 
 
 def phase_kill(dsn, rows, rng, errors, victim, pgdata=None, pg_bin=None):
@@ -435,6 +493,7 @@ def main():
     phase_burst_and_updates(dsn, args.rows, rng, errors)
     phase_concurrency(dsn, 1000, args.seconds, rng, errors)
     phase_switch(dsn, 1000, rng, errors)
+    phase_auto_index(dsn, rng, errors)
     phase_kill(dsn, args.rows, rng, errors, "embedder")
     if args.pgdata:
         phase_kill(dsn, args.rows, rng, errors, "postmaster", args.pgdata, args.pg_bin)

@@ -17,5 +17,6 @@ pub mod row_estimate;
 pub mod search;
 pub mod source;
 pub mod source_embedder;
+pub mod source_index;
 pub mod source_switch;
 pub mod vector_indexes;

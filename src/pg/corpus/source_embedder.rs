@@ -218,10 +218,15 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
             {
                 continue;
             }
-            let step = if corpus.queued {
-                run_batch(&corpus)
-            } else {
+            let step = if !corpus.queued {
                 finish_switch(&corpus)
+            } else {
+                run_batch(&corpus).and_then(|(progress, drained)| {
+                    if drained && corpus.replaces.is_none() {
+                        maintain_indexes(&corpus)?;
+                    }
+                    Ok(progress)
+                })
             };
             match step {
                 Ok(made_progress) => {
@@ -304,10 +309,56 @@ fn finish_switch(corpus: &Pending) -> Result<bool, String> {
         replaces: corpus.replaces.expect("a successor"),
     };
     let label = format!("finishing the switch of corpus {}", successor.replaces);
-    if !in_own_transaction(&label, || super::source_switch::prepare(&successor))? {
-        return Ok(false);
-    }
+    let Some(indexes) = in_own_transaction(&label, || {
+        super::source_switch::indexes_to_make(&successor, "CONCURRENTLY IF NOT EXISTS")
+    })?
+    else {
+        return Ok(false); // rows were queued meanwhile
+    };
+    let builds: Vec<_> = indexes
+        .into_iter()
+        .map(|(name, statement)| super::source_index::IndexBuild {
+            name,
+            statement,
+            replaces: None,
+        })
+        .collect();
+    build_indexes(&label, &builds)?;
     in_own_transaction(&label, || super::source_switch::swap(&successor))
+}
+
+/// A live corpus whose queue was just drained: its vector indexes made or
+/// retrained when due (`source_index`).
+fn maintain_indexes(corpus: &Pending) -> Result<(), String> {
+    let label = format!("indexing corpus {}", corpus.corpus_id);
+    let builds = in_own_transaction(&label, || super::source_index::due(corpus.corpus_id))?;
+    build_indexes(&label, &builds)
+}
+
+/// Build indexes CONCURRENTLY, as top-level commands: writes to
+/// inf_ir.passages go on meanwhile. A failed build leaves an invalid index:
+/// dropped, so that the retry builds it again. A retrained index then takes
+/// the old one's name.
+fn build_indexes(label: &str, builds: &[super::source_index::IndexBuild]) -> Result<(), String> {
+    for build in builds {
+        pgrx::log!(
+            "inf_ir embedder: {label}: {}",
+            build.statement.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        if let Err(message) = crate::pg::top_level::run(&build.statement) {
+            let _ = in_own_transaction(label, || {
+                Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{}", build.name)).unwrap_or_else(|e| pgrx::error!("{e}"))
+            });
+            return Err(format!("building index {}: {message}", build.name));
+        }
+        in_own_transaction(label, || super::source_index::swap_in(build))?;
+    }
+    if !builds.is_empty() {
+        in_own_transaction(label, || {
+            Spi::run("ANALYZE inf_ir.passages").unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// `f` in a transaction of its own, as the embedder's own role; an error
@@ -321,7 +372,7 @@ fn in_own_transaction<R>(activity: &str, f: impl FnOnce() -> R + std::panic::Unw
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
     }
     let outcome = PgTryBuilder::new(|| Ok(f()))
-        .catch_others(|caught| Err(caught_message(&caught)))
+        .catch_others(|caught| Err(crate::pg::errors::caught_message(&caught)))
         .execute();
     unsafe {
         if outcome.is_ok() {
@@ -335,9 +386,10 @@ fn in_own_transaction<R>(activity: &str, f: impl FnOnce() -> R + std::panic::Unw
     outcome
 }
 
-/// One batch in its own transaction, as the corpus's owner. Ok(true) when
-/// it finished some queued rows (rows a writer holds go back to the queue).
-fn run_batch(corpus: &Pending) -> Result<bool, String> {
+/// One batch in its own transaction, as the corpus's owner. Ok((progress,
+/// drained)): whether it finished some queued rows (rows a writer holds go
+/// back to the queue), and whether the queue is empty after it.
+fn run_batch(corpus: &Pending) -> Result<(bool, bool), String> {
     in_own_transaction(&format!("embedding queued rows of corpus {}", corpus.corpus_id), || {
         Spi::run_with_args("SELECT set_config('role', $1, true)", &[corpus.owner.as_str().into()])
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot act as role {}: {e}", corpus.owner));
@@ -359,16 +411,15 @@ fn run_batch(corpus: &Pending) -> Result<bool, String> {
             &[corpus.corpus_id.into(), ((taken - busy) as i64).into(), (embedded as i64).into()],
         )
         .unwrap_or_else(|e| pgrx::error!("inf_ir: recording the batch: {e}"));
-        taken > busy
+        let drained = Spi::get_one_with_args::<bool>(
+            "SELECT NOT EXISTS (SELECT 1 FROM inf_ir.source_changes WHERE corpus_id = $1)",
+            &[corpus.corpus_id.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+        (taken > busy, drained)
     })
-}
-
-fn caught_message(caught: &pg_sys::panic::CaughtError) -> String {
-    match caught {
-        pg_sys::panic::CaughtError::PostgresError(report)
-        | pg_sys::panic::CaughtError::ErrorReport(report)
-        | pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
-    }
 }
 
 fn record_error(corpus_id: i32, message: &str) {

@@ -157,27 +157,40 @@ pub struct Successor {
     pub replaces: i32,
 }
 
-/// The first step of finishing a switch, in its own transaction: when the
-/// successor's queue is empty and the live corpus has vector indexes, make
-/// the successor's (inf_corpus_index). Returns whether the swap may follow.
-pub fn prepare(successor: &Successor) -> bool {
+/// The first step of finishing a switch: None while the successor still
+/// has queued rows; else the statements that make the vector indexes it
+/// needs (the live corpus's own and filter indexes, for the successor's
+/// model files; none when the live corpus has none), `how` after CREATE
+/// INDEX.
+pub fn indexes_to_make(successor: &Successor, how: &str) -> Option<Vec<(String, String)>> {
     if !queue_empty(successor.corpus_id) {
-        return false;
+        return None;
     }
-    if !corpus_indexes(successor.replaces).is_empty() && corpus_indexes(successor.corpus_id).is_empty() {
-        Spi::run_with_args(
-            &format!(
-                "SELECT {}.inf_corpus_index($1)",
-                crate::pg::sql_text::extension_schema()
-            ),
-            &[successor_name(successor.replaces).into()],
-        )
-        .unwrap_or_else(|e| {
-            pgrx::error!(
-                "inf_ir: cannot index the successor of corpus {}: {e}",
-                successor.replaces
-            )
-        });
+    if corpus_indexes(successor.replaces).is_empty() {
+        return Some(Vec::new());
+    }
+    let model = Spi::get_one_with_args::<String>(
+        "SELECT model FROM inf_ir.corpora WHERE corpus_id = $1",
+        &[successor.corpus_id.into()],
+    )
+    .ok()
+    .flatten()?;
+    let fingerprint = models::lookup(Some(&model)).fingerprint;
+    let out = super::source_index::index_statements(successor.corpus_id, &fingerprint, how);
+    Some(out)
+}
+
+/// The foreground's first step (inf_finish_corpus_switch): the indexes made
+/// in the caller's transaction. Returns whether the swap may follow.
+fn prepare_here(successor: &Successor) -> bool {
+    let Some(indexes) = indexes_to_make(successor, "IF NOT EXISTS") else {
+        return false;
+    };
+    for (name, statement) in &indexes {
+        Spi::run(statement).unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {name}: {e}"));
+    }
+    if !indexes.is_empty() {
+        Spi::run("ANALYZE inf_ir.passages").unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
     }
     true
 }
@@ -296,7 +309,7 @@ fn inf_finish_corpus_switch(name: &str) -> bool {
         corpus_id: successor,
         replaces: corpus.corpus_id,
     };
-    if !prepare(&successor) || !swap(&successor) {
+    if !prepare_here(&successor) || !swap(&successor) {
         pgrx::notice!(
             "inf_ir: corpus \"{name}\" keeps its current embeddings: rows are still queued for its successor; \
              CALL inf_embed_corpus('{}') embeds them",

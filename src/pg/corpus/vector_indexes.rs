@@ -37,7 +37,7 @@ pub fn has_index(corpus_id: i32, fingerprint: &str) -> bool {
 }
 
 /// Whether the index `inf_ir.<name>` exists.
-fn index_exists(name: &str) -> bool {
+pub fn index_exists(name: &str) -> bool {
     crate::pg::spi_read::one_planned::<bool>("SELECT to_regclass('inf_ir.' || $1) IS NOT NULL", &[name.into()])
         .ok()
         .flatten()
@@ -47,8 +47,20 @@ fn index_exists(name: &str) -> bool {
 /// The statement that makes a vector index of the corpus's passages with
 /// these model files (and, for a filter index, that contain `filter`).
 fn create_index_sql(name: &str, corpus_id: i32, fingerprint: &str, filter: Option<&str>) -> String {
+    create_index_statement(name, corpus_id, fingerprint, filter, "")
+}
+
+/// The same, with `how` after CREATE INDEX (`CONCURRENTLY IF NOT EXISTS`:
+/// run by the background embedder as a top-level command).
+pub fn create_index_statement(
+    name: &str,
+    corpus_id: i32,
+    fingerprint: &str,
+    filter: Option<&str>,
+    how: &str,
+) -> String {
     format!(
-        "CREATE INDEX {name} ON inf_ir.passages USING inf_ivf (embedding)
+        "CREATE INDEX {how} {name} ON inf_ir.passages USING inf_ivf (embedding)
          WHERE corpus_id = {corpus_id} AND embedded_with = {}{}",
         quote_literal(fingerprint),
         filter.map_or(String::new(), |f| format!(
