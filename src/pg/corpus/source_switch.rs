@@ -146,7 +146,7 @@ pub fn begin(name: &str, corpus: &CorpusRow, model: Option<&str>, text: Option<V
         super::source_embedder::start_after_commit();
     } else {
         pgrx::notice!(
-            "inf_ir: background embedding of \"{name}\" is off: the switch waits for inf_alter_corpus('{name}', background => true)"
+            "inf_ir: background embedding of \"{name}\" is off: CALL inf_embed_corpus('{name}') embeds the new set and switches, or turn it on with inf_alter_corpus('{name}', background => true)"
         );
     }
 }
