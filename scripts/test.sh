@@ -73,9 +73,9 @@ step "Worker mode: inf_search under concurrent inserts, updates, deletes and VAC
 step "Worker mode: inf_ir.search_device without a GPU: the CPU index, with the reason"
 "$VENV/bin/python" tests/python/test_device_search.py --port "$TEST_PORT" --expect cpu
 
-step "Worker mode: a corpus that follows a table: backfill, burst, metadata vs text updates, search under writes, kill -9 of the embedder and of the postmaster"
+step "Worker mode: a corpus that follows a table: backfill, burst, metadata vs text updates, search under writes, a model switch under searches, the embedder's indexes, kill -9 of the embedder and of the postmaster"
 "$VENV/bin/python" tests/python/test_source_corpus.py --port "$TEST_PORT" --rows 2000 --seconds 20 \
-  --pgdata "$TEST_CLUSTER" --pg-bin "$PG_BIN"
+  --pgdata "$TEST_CLUSTER" --pg-bin "$PG_BIN" --switch-model "$SMOLLM_DIR"
 
 # The host's search copies in its float16 emulation (no GPU here): the same
 # load, write-following, re-score and fall-back code as on a device.

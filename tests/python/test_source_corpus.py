@@ -11,8 +11,9 @@ background embedder runs):
    a REPEATABLE READ transaction returns only rows visible in its snapshot,
    whose metadata passes the filter, and (exact mode) exactly what a plain
    SQL scan over the passages joined to the table returns;
-4. a switch of text columns (the path of a model switch) while 4 sessions
-   search: no error, every result the old corpus's or the new one's;
+4. a switch of model (to a decoder, with --switch-model) and text columns
+   while 4 sessions search: no error, every result the old corpus's or the
+   new one's; a switch back with writes during it;
 5. the vector index made (at inf_ir.background_index_rows) and retrained
    (when the rows have doubled) by the embedder, CONCURRENTLY;
 6. kill -9 of the embedder (and, with --pgdata, of the postmaster)
@@ -20,6 +21,7 @@ background embedder runs):
    passage and the vector index checks out.
 
 Usage: test_source_corpus.py --port P [--rows 2000] [--seconds 20] [--pgdata DIR --pg-bin DIR]
+                             [--switch-model DIR]
 """
 import argparse
 import os
@@ -243,13 +245,20 @@ def results(conn, queries, exact):
         "SELECT external_id FROM inf_search(NULL, %s, 10, %s) ORDER BY rank", (q, CORPUS)).fetchall()) for q in queries}
 
 
-def phase_switch(dsn, rows, rng, errors):
-    """A change of text columns (same path as a change of model) while 4
-    sessions search: no error, and every result is exactly the old corpus's
-    or exactly the new one's, never a mix or a partial set."""
+def phase_switch(dsn, rows, rng, errors, model_dir=None):
+    """A switch of model (with model_dir: to that decoder, registered as
+    switch_dec; else none) and text columns while 4 sessions search: no
+    error, and every result is exactly the old corpus's or exactly the new
+    one's, never a mix or a partial set. Then a switch back to the default
+    model with writes during it."""
     table = "source_switch"
     queries = [sentence(rng) for _ in range(6)]
     with connect(dsn) as conn:
+        model = None
+        if model_dir:
+            conn.execute("SELECT inf_unregister_model('switch_dec')")
+            model = conn.execute("SELECT name FROM inf_register_model('switch_dec', %s, pooling => 'last', "
+                                 "max_tokens => 128)", (model_dir,)).fetchone()[0]
         conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
         conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
         conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, title text, body text, lang text)")
@@ -271,7 +280,7 @@ def phase_switch(dsn, rows, rng, errors):
     t0 = time.monotonic()
     with connect(dsn) as conn:
         time.sleep(1)
-        conn.execute("SELECT inf_alter_corpus(%s, text => ARRAY['title', 'body'])", (CORPUS,))
+        conn.execute("SELECT inf_alter_corpus(%s, model => %s, text => ARRAY['title', 'body'])", (CORPUS, model))
         deadline = time.monotonic() + WAIT_LIMIT
         while conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0] == old_id:
             if time.monotonic() > deadline:
@@ -308,7 +317,8 @@ def phase_switch(dsn, rows, rng, errors):
         new_seen = sum(keys in (after[e][q], after[True][q]) and keys not in (before[e][q], before[True][q])
                        for e, q, keys in seen)
         mixed = len(seen) - old_seen - new_seen
-        print(f"switch of text columns under 4 searching sessions: switched {switched:.1f} s after it began; "
+        print(f"switch of {'model (to ' + model + ') and ' if model else ''}text columns under 4 searching sessions: "
+              f"switched {switched:.1f} s after it began; "
               f"{len(seen)} searches, {old_seen} old results, {new_seen} new ones, {mixed} neither; "
               f"{differ} of {2 * len(queries)} query results differ between old and new; {passages} passages "
               f"({current} with the new text), {left} left of the old corpus; {indexed} valid vector index made before the "
@@ -319,7 +329,7 @@ def phase_switch(dsn, rows, rng, errors):
 
         # A second switch with writes during it: they reach the new corpus too.
         new_id = conn.execute("SELECT corpus_id FROM inf_ir.corpora WHERE name = %s", (CORPUS,)).fetchone()[0]
-        conn.execute("SELECT inf_alter_corpus(%s, text => ARRAY['body'])", (CORPUS,))
+        conn.execute("SELECT inf_alter_corpus(%s, model => 'minilm', text => ARRAY['body'])", (CORPUS,))
         conn.execute(f"INSERT INTO {table} SELECT i, 'new', 'inserted during the switch ' || i, 'en' "
                      f"FROM generate_series(%s::bigint, %s::bigint) i", (rows + 1, rows + 50))
         conn.execute(f"UPDATE {table} SET body = body || ' changed' WHERE id <= 50")
@@ -332,12 +342,19 @@ def phase_switch(dsn, rows, rng, errors):
             time.sleep(0.2)
         wait_drained(conn, CORPUS)
         total, passages, good = consistency(conn, CORPUS, table)
-        print(f"a second switch with inserts, text and metadata updates and deletes during it: {passages} passages "
-              f"for {total} rows, {good} current")
+        print(f"a second switch (back to minilm, text body) with inserts, text and metadata updates and deletes "
+              f"during it: {passages} passages for {total} rows, {good} current")
         if not (total == passages == good == rows):
             errors.append(f"second switch: rows={total} passages={passages} current={good}")
         conn.execute(f"DROP TABLE {table} CASCADE")
         conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
+        if model:
+            while conn.execute("SELECT count(*) FROM inf_ir.corpora WHERE model = %s", (model,)).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    errors.append("second switch: the retired corpus was not dropped")
+                    return
+                time.sleep(0.2)
+            conn.execute("SELECT inf_unregister_model(%s)", (model,))
 
 
 def own_index(conn):
@@ -484,6 +501,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--pgdata", help="the server's data directory: also kill -9 the postmaster mid-backfill")
     ap.add_argument("--pg-bin", help="where pg_ctl is (with --pgdata)")
+    ap.add_argument("--switch-model", help="a decoder model folder: the switch under searches goes to it")
     args = ap.parse_args()
     dsn = f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres"
     rng = random.Random(7)
@@ -492,7 +510,7 @@ def main():
         conn.execute("CREATE EXTENSION IF NOT EXISTS inf_ir")
     phase_burst_and_updates(dsn, args.rows, rng, errors)
     phase_concurrency(dsn, 1000, args.seconds, rng, errors)
-    phase_switch(dsn, 1000, rng, errors)
+    phase_switch(dsn, 1000, rng, errors, args.switch_model)
     phase_auto_index(dsn, rng, errors)
     phase_kill(dsn, args.rows, rng, errors, "embedder")
     if args.pgdata:
