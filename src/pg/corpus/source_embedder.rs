@@ -197,6 +197,8 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
         return; // no inf_ir here, or this database's embedder already runs
     }
     let mut paused: HashMap<i32, (Instant, Duration)> = HashMap::new();
+    // Index builds that failed wait apart: they must not hold up embedding.
+    let mut index_paused: HashMap<i32, (Instant, Duration)> = HashMap::new();
     loop {
         let Some(work) = in_transaction(pending_corpora) else {
             return; // no corpus follows a table (or background is off for all): the launcher offers again later
@@ -212,20 +214,25 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
             });
         }
         for corpus in work.pending {
-            if paused
-                .get(&corpus.corpus_id)
-                .is_some_and(|(until, _)| Instant::now() < *until)
-            {
+            if is_paused(&paused, corpus.corpus_id) {
                 continue;
             }
             let step = if !corpus.queued {
                 finish_switch(&corpus)
             } else {
-                run_batch(&corpus).and_then(|(progress, drained)| {
-                    if drained && corpus.replaces.is_none() {
-                        maintain_indexes(&corpus)?;
+                run_batch(&corpus).map(|(progress, drained)| {
+                    if drained && corpus.replaces.is_none() && !is_paused(&index_paused, corpus.corpus_id) {
+                        match maintain_indexes(&corpus) {
+                            Ok(()) => {
+                                index_paused.remove(&corpus.corpus_id);
+                            }
+                            Err(message) => {
+                                pause(&mut index_paused, corpus.corpus_id);
+                                record_error(corpus.corpus_id, &message);
+                            }
+                        }
                     }
-                    Ok(progress)
+                    progress
                 })
             };
             match step {
@@ -234,10 +241,7 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
                     progressed |= made_progress;
                 }
                 Err(message) => {
-                    let pause = paused
-                        .get(&corpus.corpus_id)
-                        .map_or(ERROR_PAUSE, |(_, p)| (*p * 2).min(ERROR_PAUSE_MAX));
-                    paused.insert(corpus.corpus_id, (Instant::now() + pause, pause));
+                    pause(&mut paused, corpus.corpus_id);
                     record_error(corpus.corpus_id, &message);
                 }
             }
@@ -249,6 +253,18 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
             reload_if_asked();
         }
     }
+}
+
+fn is_paused(paused: &HashMap<i32, (Instant, Duration)>, corpus_id: i32) -> bool {
+    paused.get(&corpus_id).is_some_and(|(until, _)| Instant::now() < *until)
+}
+
+/// After a failure: wait 5 s, doubling on each failure in a row up to 5 min.
+fn pause(paused: &mut HashMap<i32, (Instant, Duration)>, corpus_id: i32) {
+    let wait = paused
+        .get(&corpus_id)
+        .map_or(ERROR_PAUSE, |(_, p)| (*p * 2).min(ERROR_PAUSE_MAX));
+    paused.insert(corpus_id, (Instant::now() + wait, wait));
 }
 
 /// Corpora with queued rows; None when no corpus of this database follows a
