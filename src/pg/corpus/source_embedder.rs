@@ -325,20 +325,12 @@ fn finish_switch(corpus: &Pending) -> Result<bool, String> {
         replaces: corpus.replaces.expect("a successor"),
     };
     let label = format!("finishing the switch of corpus {}", successor.replaces);
-    let Some(indexes) = in_own_transaction(&label, || {
+    let Some(builds) = in_own_transaction(&label, || {
         super::source_switch::indexes_to_make(&successor, "CONCURRENTLY IF NOT EXISTS")
     })?
     else {
         return Ok(false); // rows were queued meanwhile
     };
-    let builds: Vec<_> = indexes
-        .into_iter()
-        .map(|(name, statement)| super::source_index::IndexBuild {
-            name,
-            statement,
-            replaces: None,
-        })
-        .collect();
     build_indexes(&label, &builds)?;
     in_own_transaction(&label, || super::source_switch::swap(&successor))
 }
@@ -427,14 +419,7 @@ fn run_batch(corpus: &Pending) -> Result<(bool, bool), String> {
             &[corpus.corpus_id.into(), ((taken - busy) as i64).into(), (embedded as i64).into()],
         )
         .unwrap_or_else(|e| pgrx::error!("inf_ir: recording the batch: {e}"));
-        let drained = Spi::get_one_with_args::<bool>(
-            "SELECT NOT EXISTS (SELECT 1 FROM inf_ir.source_changes WHERE corpus_id = $1)",
-            &[corpus.corpus_id.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        (taken > busy, drained)
+        (taken > busy, super::source_switch::queue_empty(corpus.corpus_id))
     })
 }
 

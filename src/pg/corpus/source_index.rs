@@ -19,18 +19,22 @@ pub struct IndexBuild {
 
 /// The corpus's own and filter indexes for these model files, `how` after
 /// CREATE INDEX.
-pub fn index_statements(corpus_id: i32, fingerprint: &str, how: &str) -> Vec<(String, String)> {
+pub fn index_statements(corpus_id: i32, fingerprint: &str, how: &str) -> Vec<IndexBuild> {
     let own = index_name(corpus_id, fingerprint);
-    let mut out = vec![(
-        own.clone(),
-        create_index_statement(&own, corpus_id, fingerprint, None, how),
-    )];
-    for filter in filter_index::corpus_filters(corpus_id) {
-        let name = filter_index::index_name(corpus_id, fingerprint, &filter.digest);
-        let statement = create_index_statement(&name, corpus_id, fingerprint, Some(&filter.text), how);
-        out.push((name, statement));
-    }
-    out
+    let filters = filter_index::corpus_filters(corpus_id);
+    std::iter::once((own, None))
+        .chain(filters.iter().map(|f| {
+            (
+                filter_index::index_name(corpus_id, fingerprint, &f.digest),
+                Some(f.text.as_str()),
+            )
+        }))
+        .map(|(name, filter)| IndexBuild {
+            statement: create_index_statement(&name, corpus_id, fingerprint, filter, how),
+            name,
+            replaces: None,
+        })
+        .collect()
 }
 
 /// What a live corpus whose queue was just drained needs built, if anything.
@@ -60,14 +64,7 @@ pub fn due(corpus_id: i32) -> Vec<IndexBuild> {
         if rows < threshold {
             return Vec::new();
         }
-        return index_statements(corpus_id, &fingerprint, "CONCURRENTLY IF NOT EXISTS")
-            .into_iter()
-            .map(|(name, statement)| IndexBuild {
-                name,
-                statement,
-                replaces: None,
-            })
-            .collect();
+        return index_statements(corpus_id, &fingerprint, "CONCURRENTLY IF NOT EXISTS");
     }
     // The index's row count as VACUUM and ANALYZE last saw it, against the
     // rows its lists were trained on.

@@ -162,7 +162,7 @@ pub struct Successor {
 /// needs (the live corpus's own and filter indexes, for the successor's
 /// model files; none when the live corpus has none), `how` after CREATE
 /// INDEX.
-pub fn indexes_to_make(successor: &Successor, how: &str) -> Option<Vec<(String, String)>> {
+pub fn indexes_to_make(successor: &Successor, how: &str) -> Option<Vec<super::source_index::IndexBuild>> {
     if !queue_empty(successor.corpus_id) {
         return None;
     }
@@ -176,8 +176,11 @@ pub fn indexes_to_make(successor: &Successor, how: &str) -> Option<Vec<(String, 
     .ok()
     .flatten()?;
     let fingerprint = models::lookup(Some(&model)).fingerprint;
-    let out = super::source_index::index_statements(successor.corpus_id, &fingerprint, how);
-    Some(out)
+    Some(super::source_index::index_statements(
+        successor.corpus_id,
+        &fingerprint,
+        how,
+    ))
 }
 
 /// The foreground's first step (inf_finish_corpus_switch): the indexes made
@@ -186,8 +189,8 @@ fn prepare_here(successor: &Successor) -> bool {
     let Some(indexes) = indexes_to_make(successor, "IF NOT EXISTS") else {
         return false;
     };
-    for (name, statement) in &indexes {
-        Spi::run(statement).unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {name}: {e}"));
+    for build in &indexes {
+        Spi::run(&build.statement).unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {}: {e}", build.name));
     }
     if !indexes.is_empty() {
         Spi::run("ANALYZE inf_ir.passages").unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
@@ -277,7 +280,8 @@ pub fn drop_retired(corpus_id: i32) -> bool {
     true
 }
 
-fn queue_empty(corpus_id: i32) -> bool {
+/// Whether the corpus has no queued rows.
+pub fn queue_empty(corpus_id: i32) -> bool {
     Spi::get_one_with_args::<bool>(
         "SELECT NOT EXISTS (SELECT 1 FROM inf_ir.source_changes WHERE corpus_id = $1)",
         &[corpus_id.into()],

@@ -45,13 +45,9 @@ pub fn index_exists(name: &str) -> bool {
 }
 
 /// The statement that makes a vector index of the corpus's passages with
-/// these model files (and, for a filter index, that contain `filter`).
-fn create_index_sql(name: &str, corpus_id: i32, fingerprint: &str, filter: Option<&str>) -> String {
-    create_index_statement(name, corpus_id, fingerprint, filter, "")
-}
-
-/// The same, with `how` after CREATE INDEX (`CONCURRENTLY IF NOT EXISTS`:
-/// run by the background embedder as a top-level command).
+/// these model files (and, for a filter index, that contain `filter`), with
+/// `how` after CREATE INDEX (`CONCURRENTLY IF NOT EXISTS`: run by the
+/// background embedder as a top-level command).
 pub fn create_index_statement(
     name: &str,
     corpus_id: i32,
@@ -74,7 +70,7 @@ pub fn create_index_statement(
 /// or when the rows it covers have at least doubled since it was trained.
 pub fn ensure_vector_index(corpus_id: i32, fingerprint: &str, name: &str, filter: Option<&str>, rebuild: bool) {
     if !index_exists(name) {
-        Spi::run(&create_index_sql(name, corpus_id, fingerprint, filter))
+        Spi::run(&create_index_statement(name, corpus_id, fingerprint, filter, ""))
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot create index {name}: {e}"));
         analyze_passages();
         return;
@@ -99,7 +95,7 @@ pub fn ensure_vector_index(corpus_id: i32, fingerprint: &str, name: &str, filter
         // Build beside the old index (searches go on using it), then swap.
         let fresh = format!("{name}_rebuild");
         Spi::run(&format!("DROP INDEX IF EXISTS inf_ir.{fresh}")).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));
-        Spi::run(&create_index_sql(&fresh, corpus_id, fingerprint, filter))
+        Spi::run(&create_index_statement(&fresh, corpus_id, fingerprint, filter, ""))
             .unwrap_or_else(|e| pgrx::error!("inf_ir: cannot rebuild index {name}: {e}"));
         Spi::run(&format!(
             "DROP INDEX inf_ir.{name}; ALTER INDEX inf_ir.{fresh} RENAME TO {name}"
