@@ -10,6 +10,8 @@ use crate::engine::EngineError;
 pub struct KeyColumn {
     pub name: String,
     pub sql_type: String,
+    /// The column's number in the table (stays the same when it is renamed).
+    pub attnum: i16,
 }
 
 /// A corpus's source table and columns, checked against the catalog by the
@@ -22,6 +24,9 @@ pub struct SourceSpec {
     pub key: Vec<KeyColumn>,
     pub text: Vec<String>,
     pub metadata: Vec<String>,
+    /// A partitioned table: its rows live in partitions, whose column
+    /// numbers may differ from the parent's.
+    pub partitioned: bool,
 }
 
 impl SourceSpec {
@@ -67,9 +72,10 @@ mod tests {
         SourceSpec {
             corpus_id: 3,
             table: "public.docs".into(),
-            key: vec![KeyColumn { name: "id".into(), sql_type: "bigint".into() }],
+            key: vec![KeyColumn { name: "id".into(), sql_type: "bigint".into(), attnum: 1 }],
             text: vec!["title".into(), "body".into()],
             metadata: vec!["lang".into()],
+            partitioned: false,
         }
     }
 

@@ -16,6 +16,11 @@
 //! - `corpus_N_changed()`: the statement-level trigger function for INSERT,
 //!   UPDATE, DELETE and TRUNCATE (transition tables: one statement per write
 //!   statement, not per row).
+//! - INSERT instead fires `inf_ir.source_row_inserted(N, attnum)`, a
+//!   row-level trigger in C, when the key is one column whose output
+//!   function is its `::text` and reads no setting, on a table that is not
+//!   partitioned: the common case, and the one where a single-row INSERT
+//!   pays most for a plpgsql trigger with a transition table.
 //!
 //! Keys travel as text: a one-column key as its text form, a composite key
 //! as a JSON array of its columns' text forms. Where a key column's text
@@ -35,6 +40,16 @@ const PINNED_KEY_SETTINGS: &str = "SET \"DateStyle\" = 'ISO, YMD' SET \"Interval
 /// pins above (each SET clause costs every write statement some microseconds).
 const SETTING_FREE_KEY_TYPES: [&str; 9] =
     ["smallint", "integer", "bigint", "text", "uuid", "boolean", "oid", "numeric", "character varying"];
+/// Key types whose `::text` is their output function (boolean's and
+/// character's casts are not) and reads no setting: the row-level INSERT
+/// trigger writes their keys as the SQL functions do.
+const OUTPUT_IS_TEXT_KEY_TYPES: [&str; 8] =
+    ["smallint", "integer", "bigint", "text", "uuid", "oid", "numeric", "character varying"];
+
+/// A type as `format_type` spells it, without its modifier: `numeric(10,2)` → `numeric`.
+fn base_type(sql_type: &str) -> &str {
+    sql_type.split('(').next().unwrap_or_default().trim()
+}
 
 /// An identifier, always quoted.
 pub fn quote_ident(name: &str) -> String {
@@ -66,13 +81,23 @@ impl SourceSpec {
     /// The SET clauses of a function that makes or reads keys.
     fn pinned(&self) -> String {
         let setting_free = self.key.iter().all(|k| {
-            let base = k.sql_type.split('(').next().unwrap_or_default().trim();
+            let base = base_type(&k.sql_type);
             SETTING_FREE_KEY_TYPES.contains(&base) || base == "character"
         });
         if setting_free {
             PINNED_SEARCH_PATH.to_string()
         } else {
             format!("{PINNED_SEARCH_PATH} {PINNED_KEY_SETTINGS}")
+        }
+    }
+
+    /// The key column's number when INSERT takes the row-level C trigger.
+    fn row_trigger_key(&self) -> Option<i16> {
+        match self.key.as_slice() {
+            [one] if !self.partitioned && OUTPUT_IS_TEXT_KEY_TYPES.contains(&base_type(&one.sql_type)) => {
+                Some(one.attnum)
+            }
+            _ => None,
         }
     }
 
@@ -205,6 +230,13 @@ impl SourceSpec {
             out.push(format!("REVOKE ALL ON FUNCTION {}({args}) FROM PUBLIC", self.f(role)));
         }
         for event in EVENTS {
+            if let (true, Some(attnum)) = (event == "INSERT", self.row_trigger_key()) {
+                out.push(format!(
+                    "CREATE TRIGGER {} AFTER INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION inf_ir.source_row_inserted('{id}', '{attnum}')",
+                    trigger_name(id, event)
+                ));
+                continue;
+            }
             let transition = match event {
                 "INSERT" => "REFERENCING NEW TABLE AS new_rows",
                 "UPDATE" => "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
@@ -299,10 +331,12 @@ mod tests {
             table: "public.docs".into(),
             key: key
                 .iter()
-                .map(|(n, t)| KeyColumn { name: n.to_string(), sql_type: t.to_string() })
+                .enumerate()
+                .map(|(i, (n, t))| KeyColumn { name: n.to_string(), sql_type: t.to_string(), attnum: i as i16 + 2 })
                 .collect(),
             text: vec!["title".into(), "body".into()],
             metadata: metadata.iter().map(|m| m.to_string()).collect(),
+            partitioned: false,
         }
     }
 
@@ -365,6 +399,34 @@ mod tests {
         let drops = s.drop_statements(true);
         assert_eq!(drops.len(), ROLES.len() + EVENTS.len());
         assert_eq!(s.drop_statements(false).len(), ROLES.len());
+    }
+
+    #[test]
+    fn insert_takes_the_row_trigger_only_for_one_plain_key_column_on_a_plain_table() {
+        let row_trigger = |s: &SourceSpec| {
+            s.create_statements()
+                .iter()
+                .any(|x| x.contains("FOR EACH ROW EXECUTE FUNCTION inf_ir.source_row_inserted('7', '2')"))
+        };
+        let statement_trigger = |s: &SourceSpec| {
+            s.create_statements().iter().any(|x| {
+                x.starts_with("CREATE TRIGGER inf_ir_corpus_7_insert AFTER INSERT ON public.docs REFERENCING NEW TABLE")
+            })
+        };
+        for plain in ["bigint", "integer", "text", "uuid", "numeric(10,2)", "character varying(20)"] {
+            let s = spec(&[("id", plain)], &[]);
+            assert!(row_trigger(&s) && !statement_trigger(&s), "{plain}");
+        }
+        // Their ::text is not their output function, or reads a setting.
+        for other in ["boolean", "character(4)", "timestamp with time zone", "date", "double precision"] {
+            let s = spec(&[("id", other)], &[]);
+            assert!(!row_trigger(&s) && statement_trigger(&s), "{other}");
+        }
+        let composite = spec(&[("tenant", "integer"), ("doc", "integer")], &[]);
+        assert!(!row_trigger(&composite) && statement_trigger(&composite));
+        let mut partitioned = spec(&[("id", "bigint")], &[]);
+        partitioned.partitioned = true;
+        assert!(!row_trigger(&partitioned) && statement_trigger(&partitioned));
     }
 
     #[test]

@@ -18,5 +18,7 @@ pub mod search;
 pub mod source;
 pub mod source_embedder;
 pub mod source_index;
+pub mod source_queue;
+pub mod source_row_trigger;
 pub mod source_switch;
 pub mod vector_indexes;

@@ -27,6 +27,7 @@ pub struct SourceRequest<'a> {
 /// One column as the catalog has it.
 struct ColumnInfo {
     sql_type: String,
+    attnum: i16,
     is_string: bool,
     not_null: bool,
 }
@@ -69,9 +70,13 @@ pub fn describe(corpus_id: i32, request: &SourceRequest) -> (pg_sys::Oid, Source
     };
     let key = key_names
         .iter()
-        .map(|name| KeyColumn {
-            name: name.clone(),
-            sql_type: column(oid, &qualified, name).sql_type,
+        .map(|name| {
+            let c = column(oid, &qualified, name);
+            KeyColumn {
+                name: name.clone(),
+                sql_type: c.sql_type,
+                attnum: c.attnum,
+            }
         })
         .collect();
     for name in &request.text {
@@ -94,6 +99,7 @@ pub fn describe(corpus_id: i32, request: &SourceRequest) -> (pg_sys::Oid, Source
         key,
         text: request.text.clone(),
         metadata: request.metadata.clone(),
+        partitioned: relkind == "p",
     };
     spec.check().unwrap_or_else(|e| raise(e));
     (oid, spec)
@@ -144,7 +150,7 @@ fn has_privilege(oid: pg_sys::Oid, privilege: &str) -> bool {
 fn column(oid: pg_sys::Oid, qualified: &str, name: &str) -> ColumnInfo {
     let row = Spi::connect(|client| {
         let t = client.select(
-            "SELECT format_type(a.atttypid, a.atttypmod), t.typcategory = 'S', a.attnotnull
+            "SELECT format_type(a.atttypid, a.atttypmod), t.typcategory = 'S', a.attnotnull, a.attnum
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
              WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
             None,
@@ -156,6 +162,7 @@ fn column(oid: pg_sys::Oid, qualified: &str, name: &str) -> ColumnInfo {
                 sql_type: r.get::<String>(1)?.unwrap_or_default(),
                 is_string: r.get::<bool>(2)?.unwrap_or(false),
                 not_null: r.get::<bool>(3)?.unwrap_or(false),
+                attnum: r.get::<i16>(4)?.unwrap_or_default(),
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
@@ -282,6 +289,7 @@ pub fn detach(corpus_id: i32) {
         key: Vec::new(),
         text: Vec::new(),
         metadata: Vec::new(),
+        partitioned: false,
     };
     for statement in spec.drop_statements(!table.is_empty()) {
         Spi::run(&statement).unwrap_or_else(|e| pgrx::error!("inf_ir: {e}"));

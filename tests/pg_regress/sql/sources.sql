@@ -125,6 +125,29 @@ UPDATE docs SET content = 'Cats nap all day.' WHERE id = 1;
 SELECT key FROM inf_ir.source_changes;
 ALTER TABLE docs DROP COLUMN content;
 DROP TABLE docs;
+-- A one-column bigint key: INSERT fires the row-level C trigger (a
+-- composite key keeps the statement-level one, below). A renamed key
+-- column is followed there too.
+SELECT t.tgname ~ '_insert$' AS insert_trigger, (t.tgtype & 1) = 1 AS for_each_row, t.tgfoid::regprocedure AS function
+FROM pg_trigger t JOIN inf_ir.corpora c ON t.tgrelid = c.source
+WHERE c.name = 'docs' AND t.tgname ~ '_insert$';
+BEGIN;
+ALTER TABLE docs RENAME COLUMN id TO doc_id;
+INSERT INTO docs (doc_id, content, lang) VALUES (31, 'Owls hunt at night.', 'en'), (32, '', 'en');
+SELECT key FROM inf_ir.source_changes ORDER BY change_id;
+ROLLBACK;
+-- The trigger queues rows of its corpus's own source only, and only AFTER
+-- INSERT FOR EACH ROW.
+CREATE TABLE not_a_source (id bigint PRIMARY KEY, body text);
+DO $$ BEGIN EXECUTE format('CREATE TRIGGER borrowed AFTER INSERT ON not_a_source FOR EACH ROW EXECUTE FUNCTION inf_ir.source_row_inserted(%L, %L)',
+                           (SELECT corpus_id FROM inf_ir.corpora WHERE name = 'docs'), 1); END $$;
+DO $$ BEGIN INSERT INTO not_a_source VALUES (1, 'x');
+EXCEPTION WHEN OTHERS THEN RAISE NOTICE '% (%)', regexp_replace(SQLERRM, '[0-9]+$', 'N'), SQLSTATE; END $$;
+DROP TRIGGER borrowed ON not_a_source;
+CREATE TRIGGER borrowed_wrongly BEFORE INSERT ON not_a_source FOR EACH ROW EXECUTE FUNCTION inf_ir.source_row_inserted('1', '1');
+INSERT INTO not_a_source VALUES (1, 'x');
+DROP TABLE not_a_source;
+SELECT key FROM inf_ir.source_changes ORDER BY change_id;
 
 -- A role without SELECT on the source sees nothing of it through search.
 CREATE ROLE inf_ir_reader;
