@@ -14,8 +14,9 @@ background embedder runs):
 4. a switch of model (to a decoder, with --switch-model) and text columns
    while 4 sessions search: no error, every result the old corpus's or the
    new one's; a switch back with writes during it;
-5. the vector index made (at inf_ir.background_index_rows) and retrained
-   (when the rows have doubled) by the embedder, CONCURRENTLY;
+5. the vector index made (at inf_ir.background_index_rows) and retrained,
+   with a filter index, (when the rows have doubled) by the embedder,
+   CONCURRENTLY;
 6. kill -9 of the embedder (and, with --pgdata, of the postmaster)
    mid-backfill: after the restart every row has exactly one current
    passage and the vector index checks out.
@@ -366,10 +367,17 @@ def own_index(conn):
     return row if row else (None, 0)
 
 
+def trained_rows(conn, index_name):
+    """The rows an index's lists were trained on (0 while it does not exist)."""
+    row = conn.execute("SELECT (SELECT trained_rows FROM inf_index_info(c.oid::regclass)) FROM pg_class c "
+                       "WHERE c.oid = to_regclass('inf_ir.' || %s)", (index_name,)).fetchone()
+    return row[0] if row and row[0] else 0
+
+
 def phase_auto_index(dsn, rng, errors):
     """The embedder makes the vector index once the corpus reaches
-    inf_ir.background_index_rows (here 300) and retrains it once its rows
-    have doubled, CONCURRENTLY, with no user step."""
+    inf_ir.background_index_rows (here 300) and retrains it, and a filter
+    index, once their rows have doubled, CONCURRENTLY, with no user step."""
     table = "source_indexed"
     with connect(dsn) as conn:
         conn.execute("ALTER SYSTEM SET inf_ir.background_index_rows = 300")
@@ -387,19 +395,28 @@ def phase_auto_index(dsn, rng, errors):
             exact = [r[0] for r in conn.execute(
                 "SELECT external_id FROM inf_search_vector(%s::real[], 10, %s) ORDER BY rank", (q, CORPUS)).fetchall()]
             conn.execute("RESET inf_ir.exact_search")
+            # A filter index (made by hand): retrained with the own one.
+            en_name = conn.execute("SELECT inf_filter_index(%s, '{\"lang\": \"en\"}')", (CORPUS,)).fetchone()[0]
+            en_trained = trained_rows(conn, en_name)
             with conn.cursor() as cur:
                 cur.executemany(f"INSERT INTO {table} (id, body, lang) VALUES (%s, %s, 'en')",
                                 [(i, sentence(rng)) for i in range(401, 901)])
             wait_drained(conn, CORPUS, 900)
-            conn.execute("ANALYZE inf_ir.passages")  # the index's row count, as autovacuum would refresh it
+            conn.execute("ANALYZE inf_ir.passages")  # the indexes' row counts, as autovacuum would refresh them
             conn.execute(f"INSERT INTO {table} (id, body, lang) VALUES (901, 'one more row', 'en')")
-            while own_index(conn)[1] < 800 and time.monotonic() < deadline:
+            en_rows = conn.execute(f"SELECT count(*) FROM {table} WHERE lang = 'en'").fetchone()[0]
+            while ((own_index(conn)[1] < 800 or trained_rows(conn, en_name) < en_rows)
+                   and time.monotonic() < deadline):
                 time.sleep(0.2)
             name2, trained2 = own_index(conn)
+            en_trained2 = trained_rows(conn, en_name)
             print(f"auto index at 300 rows: {name} trained on {trained} rows, its top 10 = the exact top 10: "
-                  f"{indexed == exact}; after growing to 901 rows: {name2} retrained on {trained2} rows")
-            if name is None or trained != 400 or indexed != exact or name2 != name or trained2 < 800:
-                errors.append(f"auto index: {name} {trained} same={indexed == exact} then {name2} {trained2}")
+                  f"{indexed == exact}; after growing to 901 rows: {name2} retrained on {trained2} rows, "
+                  f"the filter index {{lang: en}} from {en_trained} to {en_trained2} rows")
+            if (name is None or trained != 400 or indexed != exact or name2 != name or trained2 < 800
+                    or en_trained2 != en_rows or en_trained * 2 > en_rows):
+                errors.append(f"auto index: {name} {trained} same={indexed == exact} then {name2} {trained2}; "
+                              f"filter index {en_name} {en_trained} then {en_trained2} of {en_rows}")
         finally:
             conn.execute("ALTER SYSTEM RESET inf_ir.background_index_rows")
             conn.execute("SELECT pg_reload_conf()")

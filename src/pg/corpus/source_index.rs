@@ -1,8 +1,9 @@
 //! The vector indexes of a table-following corpus, made and retrained by
 //! the background embedder with `CREATE INDEX CONCURRENTLY` (writes go on
 //! meanwhile): made once the corpus has `inf_ir.background_index_rows`
-//! passages and its queue is drained, retrained once the rows its index
-//! covers have doubled since its lists were trained.
+//! passages and its queue is drained; each of them (the corpus's own and
+//! its filter indexes) retrained once the rows it covers have doubled since
+//! its lists were trained.
 
 use super::filter_index;
 use super::vector_indexes::{create_index_statement, index_exists, index_name};
@@ -66,8 +67,32 @@ pub fn due(corpus_id: i32) -> Vec<IndexBuild> {
         }
         return index_statements(corpus_id, &fingerprint, "CONCURRENTLY IF NOT EXISTS");
     }
-    // The index's row count as VACUUM and ANALYZE last saw it, against the
-    // rows its lists were trained on.
+    // Each index (own and filter) retrained on its own once its rows have
+    // doubled; a filter index smaller than the threshold stays as it is.
+    let filters = filter_index::corpus_filters(corpus_id);
+    std::iter::once((own, None))
+        .chain(filters.iter().map(|f| {
+            (
+                filter_index::index_name(corpus_id, &fingerprint, &f.digest),
+                Some(f.text.as_str()),
+            )
+        }))
+        .filter(|(name, _)| index_exists(name) && has_doubled(name, threshold))
+        .map(|(name, filter)| {
+            let fresh = format!("{name}_rebuild");
+            IndexBuild {
+                statement: create_index_statement(&fresh, corpus_id, &fingerprint, filter, "CONCURRENTLY"),
+                name: fresh,
+                replaces: Some(name),
+            }
+        })
+        .collect()
+}
+
+/// Whether index `name` now covers at least `threshold` rows and twice the
+/// rows its lists were trained on: its row count as VACUUM and ANALYZE last
+/// saw it (`reltuples`).
+fn has_doubled(name: &str, threshold: i64) -> bool {
     let (covered, trained) = Spi::get_two_with_args::<f64, i64>(
         &format!(
             "SELECT c.reltuples::float8, i.trained_rows FROM pg_class c,
@@ -75,19 +100,11 @@ pub fn due(corpus_id: i32) -> Vec<IndexBuild> {
              WHERE c.oid = ('inf_ir.' || $1)::regclass",
             extension_schema()
         ),
-        &[own.as_str().into()],
+        &[name.into()],
     )
     .unwrap_or((None, None));
     let (covered, trained) = (covered.unwrap_or(0.0) as i64, trained.unwrap_or(0));
-    if covered < threshold || covered < 2 * trained.max(1) {
-        return Vec::new();
-    }
-    let fresh = format!("{own}_rebuild");
-    vec![IndexBuild {
-        statement: create_index_statement(&fresh, corpus_id, &fingerprint, None, "CONCURRENTLY"),
-        name: fresh,
-        replaces: Some(own),
-    }]
+    covered >= threshold && covered >= 2 * trained.max(1)
 }
 
 /// A retrained index takes the old one's name, in one short transaction
