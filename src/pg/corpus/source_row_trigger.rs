@@ -81,16 +81,41 @@ fn check_source(corpus_id: i32, table: pg_sys::Oid) {
     if SOURCES.with(|s| s.borrow().get(&corpus_id) == Some(&table)) {
         return;
     }
-    let source = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT source::oid FROM inf_ir.corpora WHERE corpus_id = $1",
-        &[corpus_id.into()],
-    )
-    .ok()
-    .flatten();
-    if source != Some(table) {
+    if corpus_source(corpus_id) != Some(table) {
         misuse(&format!("this table is not the source of inf_ir corpus {corpus_id}"));
     }
     SOURCES.with(|s| s.borrow_mut().insert(corpus_id, table));
+}
+
+/// The table corpus `corpus_id` follows, read as the owner of
+/// inf_ir.corpora (as PostgreSQL's foreign-key triggers read as the table's
+/// owner): the application's role needs no rights on inf_ir's schema or
+/// tables to insert rows. Every name and operator is qualified, so the
+/// writer's search_path chooses nothing here.
+fn corpus_source(corpus_id: i32) -> Option<pg_sys::Oid> {
+    let (mut saved_user, mut saved_context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"inf_ir".as_ptr(), false);
+        let corpora_oid = pg_sys::get_relname_relid(c"corpora".as_ptr(), namespace);
+        if corpora_oid == pg_sys::InvalidOid {
+            return None;
+        }
+        let corpora = pg_sys::table_open(corpora_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let owner = (*(*corpora).rd_rel).relowner;
+        pg_sys::table_close(corpora, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_NOFORCE_RLS) as i32,
+        );
+    }
+    // An error here aborts the (sub)transaction, which restores the user.
+    let source = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT c.source::pg_catalog.oid FROM inf_ir.corpora c WHERE c.corpus_id OPERATOR(pg_catalog.=) $1",
+        &[corpus_id.into()],
+    );
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    source.ok().flatten()
 }
 
 /// The key column's text form (its output function: `::text` for the key

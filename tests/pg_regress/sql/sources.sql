@@ -148,6 +148,21 @@ CREATE TRIGGER borrowed_wrongly BEFORE INSERT ON not_a_source FOR EACH ROW EXECU
 INSERT INTO not_a_source VALUES (1, 'x');
 DROP TABLE not_a_source;
 SELECT key FROM inf_ir.source_changes ORDER BY change_id;
+-- The application's role needs no rights on inf_ir: the trigger reads its
+-- corpus as inf_ir's owner (a new session, so nothing is cached yet).
+CREATE ROLE inf_ir_app;
+GRANT INSERT ON docs TO inf_ir_app;
+REVOKE USAGE ON SCHEMA inf_ir FROM PUBLIC;
+\c -
+BEGIN;
+SET LOCAL ROLE inf_ir_app;
+INSERT INTO docs (id, content, lang) VALUES (33, 'Bats sleep upside down.', 'en');
+RESET ROLE;
+SELECT key FROM inf_ir.source_changes ORDER BY change_id;
+ROLLBACK;
+GRANT USAGE ON SCHEMA inf_ir TO PUBLIC;
+REVOKE ALL ON docs FROM inf_ir_app;
+DROP ROLE inf_ir_app;
 
 -- A role without SELECT on the source sees nothing of it through search.
 CREATE ROLE inf_ir_reader;
