@@ -32,9 +32,8 @@ const COLUMNS: [&CStr; 4] = [c"change_id", c"corpus_id", c"key", c"queued_at"];
 /// Queue `key` for corpus `corpus_id`, in the current transaction.
 pub fn push(corpus_id: i32, key: &CStr) {
     unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"inf_ir".as_ptr(), false);
-        let queue_oid = relation_in(namespace, c"source_changes");
-        let sequence_oid = relation_in(namespace, c"source_changes_change_id_seq");
+        let queue_oid = inf_ir_relation(c"source_changes");
+        let sequence_oid = inf_ir_relation(c"source_changes_change_id_seq");
         let queue = pg_sys::table_open(queue_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let descriptor = (*queue).rd_att;
         check_layout(descriptor);
@@ -54,7 +53,9 @@ pub fn push(corpus_id: i32, key: &CStr) {
     }
 }
 
-unsafe fn relation_in(namespace: pg_sys::Oid, name: &CStr) -> pg_sys::Oid {
+/// The oid of relation `name` in schema inf_ir (no privilege check).
+pub(super) unsafe fn inf_ir_relation(name: &CStr) -> pg_sys::Oid {
+    let namespace = pg_sys::get_namespace_oid(c"inf_ir".as_ptr(), false);
     let oid = pg_sys::get_relname_relid(name.as_ptr(), namespace);
     if oid == pg_sys::InvalidOid {
         raise_with(

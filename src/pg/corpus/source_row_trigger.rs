@@ -65,13 +65,11 @@ fn misuse(message: &str) -> ! {
 
 fn arguments(trigger: &PgTrigger<'_>) -> (i32, i16) {
     let args = trigger.extra_args().unwrap_or_default();
-    match args.as_slice() {
-        [corpus, attnum] => match (corpus.parse::<i32>(), attnum.parse::<i16>()) {
-            (Ok(c), Ok(a)) if a > 0 => (c, a),
-            _ => misuse("inf_ir.source_row_inserted() takes a corpus id and a key column number"),
-        },
-        _ => misuse("inf_ir.source_row_inserted() takes a corpus id and a key column number"),
-    }
+    let parsed = match args.as_slice() {
+        [corpus, attnum] => corpus.parse::<i32>().ok().zip(attnum.parse::<i16>().ok().filter(|a| *a > 0)),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| misuse("inf_ir.source_row_inserted() takes a corpus id and a key column number"))
 }
 
 /// The trigger queues keys for corpus `corpus_id` only from that corpus's
@@ -95,11 +93,7 @@ fn check_source(corpus_id: i32, table: pg_sys::Oid) {
 fn corpus_source(corpus_id: i32) -> Option<pg_sys::Oid> {
     let (mut saved_user, mut saved_context) = (pg_sys::InvalidOid, 0);
     unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"inf_ir".as_ptr(), false);
-        let corpora_oid = pg_sys::get_relname_relid(c"corpora".as_ptr(), namespace);
-        if corpora_oid == pg_sys::InvalidOid {
-            return None;
-        }
+        let corpora_oid = super::source_queue::inf_ir_relation(c"corpora");
         let corpora = pg_sys::table_open(corpora_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let owner = (*(*corpora).rd_rel).relowner;
         pg_sys::table_close(corpora, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
