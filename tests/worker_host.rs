@@ -178,6 +178,59 @@ fn concurrent_clients_are_batched_and_each_gets_its_own_vectors() {
 }
 
 #[test]
+fn an_interactive_request_goes_between_the_pieces_of_a_background_one() {
+    let Some(model) = model_ref() else { return };
+    // Lengths that vary, so that the background request runs in several
+    // pieces, longest first, and its answer must be put back in order.
+    let texts: Vec<OwnedInput> = (0..240)
+        .map(|i| OwnedInput::Passage(format!("passage {i} {}", "word ".repeat(5 + (i * 37) % 180))))
+        .collect();
+    let background = Request::Embed(EmbedRequest {
+        model: model.clone(),
+        inputs: texts.clone(),
+        background: true,
+    });
+    let before = status();
+    let runner = std::thread::spawn(move || {
+        let answer = call(&background);
+        (answer, Instant::now())
+    });
+    // Once the host runs it (a batch is running and its texts arrived).
+    loop {
+        let s = status();
+        if s.running > 0 && s.texts >= before.texts + texts.len() as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let running_since = Instant::now();
+    let Response::Vectors(quick) = call(&embed_request(
+        &model,
+        vec![OwnedInput::Passage("an interactive one".into())],
+    )) else {
+        panic!()
+    };
+    let quick_after = running_since.elapsed();
+    assert_eq!(quick[0].len(), model.spec.dimension);
+    let (answer, background_done) = runner.join().unwrap();
+    let Response::Vectors(from_background) = answer else {
+        panic!()
+    };
+    // Answered between two pieces, not after the whole request (a ratio of
+    // two durations of the same run, not a speed).
+    let background_after = background_done - running_since;
+    assert!(
+        quick_after < background_after / 2,
+        "the interactive request took {quick_after:?}, the background one {background_after:?}: it waited for the whole of it"
+    );
+    // The same vectors as one interactive request of the same texts.
+    let Response::Vectors(expected) = call(&embed_request(&model, texts)) else {
+        panic!()
+    };
+    assert_eq!(from_background, expected);
+}
+
+#[test]
 fn errors_come_back_with_kind_and_hint() {
     let Some(mut model) = model_ref() else { return };
     model.fingerprint = "0".repeat(32);

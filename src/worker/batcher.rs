@@ -6,6 +6,7 @@
 
 use super::models::HostModel;
 use super::stats::Stats;
+use crate::engine::embed::batching::plan_batches;
 use crate::engine::embed::tokenize::TokenizedText;
 use crate::engine::{BatchOptions, EngineError, EngineResult, Interrupt};
 use parking_lot::{Condvar, Mutex};
@@ -109,22 +110,42 @@ impl Queue {
             }
             self.arrived.wait(&mut jobs);
         }
-        let view: Vec<Queued> = jobs
-            .iter()
-            .map(|j| Queued {
-                model: Arc::as_ptr(&j.model) as usize,
-                tokens: j.tokens(),
-                cancelled: false,
-                background: j.background,
-            })
-            .collect();
-        let chosen = choose_batch(&view, batch.token_budget);
-        // Remove from the back so earlier positions stay valid.
-        let mut taken: Vec<Job> = chosen.iter().rev().filter_map(|&i| jobs.remove(i)).collect();
-        taken.reverse();
-        Stats::sub(&stats.queue_length, taken.len() as u64);
-        taken
+        take_batch(&mut jobs, batch.token_budget, stats)
     }
+
+    /// The next batch of interactive jobs waiting now, without waiting for
+    /// company; empty when none waits. A background batch calls this
+    /// between its pieces.
+    fn waiting_interactive(&self, batch: BatchOptions, stats: &Stats) -> Vec<Job> {
+        let mut jobs = self.jobs.lock();
+        if jobs
+            .iter()
+            .any(|j| !j.background && !j.cancelled.load(Ordering::Acquire))
+        {
+            take_batch(&mut jobs, batch.token_budget, stats)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Remove the jobs `choose_batch` picks from the queue.
+fn take_batch(jobs: &mut VecDeque<Job>, token_budget: usize, stats: &Stats) -> Vec<Job> {
+    let view: Vec<Queued> = jobs
+        .iter()
+        .map(|j| Queued {
+            model: Arc::as_ptr(&j.model) as usize,
+            tokens: j.tokens(),
+            cancelled: j.cancelled.load(Ordering::Acquire),
+            background: j.background,
+        })
+        .collect();
+    let chosen = choose_batch(&view, token_budget);
+    // Remove from the back so earlier positions stay valid.
+    let mut taken: Vec<Job> = chosen.iter().rev().filter_map(|&i| jobs.remove(i)).collect();
+    taken.reverse();
+    Stats::sub(&stats.queue_length, taken.len() as u64);
+    taken
 }
 
 /// A merged batch stops early only when every one of its backends left.
@@ -151,21 +172,26 @@ pub fn run_forever(queue: &Queue, batch: BatchOptions, wait: Duration, stats: &S
     loop {
         let jobs = queue.next_batch(batch, wait, stats);
         if !jobs.is_empty() {
-            run_batch(jobs, batch, stats);
+            run_batch(queue, jobs, batch, stats);
         }
     }
 }
 
-fn run_batch(mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
+fn run_batch(queue: &Queue, mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
     let model = jobs[0].model.clone();
     let counts: Vec<usize> = jobs.iter().map(|j| j.texts.len()).collect();
     let texts: Vec<TokenizedText> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.texts)).collect();
     let tokens: usize = texts.iter().map(TokenizedText::len).sum();
-    let started = Instant::now();
-    stats.running.store(jobs.len() as u64, Ordering::Relaxed);
-    let result = model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
-    stats.running.store(0, Ordering::Relaxed);
-    Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+    let result = if jobs[0].background {
+        embed_yielding(queue, &model, texts, &jobs, batch, stats)
+    } else {
+        let started = Instant::now();
+        stats.running.store(jobs.len() as u64, Ordering::Relaxed);
+        let result = model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
+        stats.running.store(0, Ordering::Relaxed);
+        Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        result
+    };
     Stats::add(&stats.batches, 1);
     Stats::add(&stats.tokens, tokens as u64);
     match result {
@@ -186,6 +212,48 @@ fn run_batch(mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
             }
         }
     }
+}
+
+/// A background batch in the pieces the model would cut it into anyway
+/// (the same plan, so no more padding than one call), running the
+/// interactive batches that arrived before each piece: an interactive
+/// request waits for one piece at most, whatever the background request's
+/// size.
+fn embed_yielding(
+    queue: &Queue,
+    model: &HostModel,
+    texts: Vec<TokenizedText>,
+    jobs: &[Job],
+    batch: BatchOptions,
+    stats: &Stats,
+) -> Reply {
+    let lengths: Vec<usize> = texts.iter().map(TokenizedText::len).collect();
+    let mut texts: Vec<Option<TokenizedText>> = texts.into_iter().map(Some).collect();
+    let mut result: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+    let interrupt = BatchInterrupt { jobs };
+    for piece in plan_batches(&lengths, batch.token_budget, batch.max_rows) {
+        loop {
+            let waiting = queue.waiting_interactive(batch, stats);
+            if waiting.is_empty() {
+                break;
+            }
+            run_batch(queue, waiting, batch, stats);
+        }
+        interrupt.checkpoint()?;
+        let piece_texts: Vec<TokenizedText> = piece
+            .iter()
+            .map(|&i| texts[i].take().expect("each text in one piece"))
+            .collect();
+        let started = Instant::now();
+        stats.running.store(jobs.len() as u64, Ordering::Relaxed);
+        let vectors = model.embed_tokenized(&piece_texts, batch, &interrupt);
+        stats.running.store(0, Ordering::Relaxed);
+        Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        for (i, v) in piece.into_iter().zip(vectors?) {
+            result[i] = v;
+        }
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -216,39 +216,16 @@ impl Embedder for WorkerEmbedder {
         self.model.spec.dimension
     }
 
-    /// Batching and cancel are the worker's and the latch's business here.
-    /// The background embedder sends small requests, marked as background,
-    /// so that an interactive one waits for at most one of them.
+    /// Batching and cancel are the worker's and the latch's business here
+    /// (the worker runs a background request in pieces and lets interactive
+    /// requests go between them).
     fn embed(&self, inputs: &[EmbedInput<'_>], _: BatchOptions, _: &dyn Interrupt) -> EngineResult<Vec<Vec<f32>>> {
-        if !is_background() || inputs.len() <= BACKGROUND_CHUNK {
-            return self.embed_request(inputs);
-        }
-        // Texts of similar length share a request (by characters: the
-        // tokenizer runs in the host), so small requests pad little more
-        // than one large one would.
-        let lengths: Vec<usize> = inputs
-            .iter()
-            .map(|i| match i {
-                EmbedInput::Passage(p) => p.len(),
-                EmbedInput::Query { instruction, query } => query.len() + instruction.map_or(0, str::len),
-            })
-            .collect();
-        let mut out = vec![Vec::new(); inputs.len()];
-        for group in crate::engine::embed::batching::plan_batches(&lengths, usize::MAX, BACKGROUND_CHUNK) {
-            let chunk: Vec<EmbedInput<'_>> = group.iter().map(|&i| inputs[i]).collect();
-            for (i, vector) in group.into_iter().zip(self.embed_request(&chunk)?) {
-                out[i] = vector;
-            }
-        }
-        Ok(out)
+        self.embed_request(inputs)
     }
 }
 
 /// Set in the background embedder's process: its requests yield to others.
 static BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Inputs per request from the background embedder.
-const BACKGROUND_CHUNK: usize = 64;
 
 pub fn set_background() {
     BACKGROUND.store(true, std::sync::atomic::Ordering::Relaxed);
