@@ -17,8 +17,8 @@ background embedder runs):
 5. the vector index made (at inf_ir.background_index_rows) and retrained,
    with a filter index, (when the rows have doubled) by the embedder,
    CONCURRENTLY;
-6. kill -9 of the embedder (and, with --pgdata, of the postmaster)
-   mid-backfill: after the restart every row has exactly one current
+6. kill -9 of the embedder, of the shared worker's model host (and, with
+   --pgdata, of the postmaster) mid-backfill: after the restart every row has exactly one current
    passage and the vector index checks out.
 
 Usage: test_source_corpus.py --port P [--rows 2000] [--seconds 20] [--pgdata DIR --pg-bin DIR]
@@ -426,8 +426,10 @@ def phase_auto_index(dsn, rng, errors):
 
 def phase_kill(dsn, rows, rng, errors, victim, pgdata=None, pg_bin=None):
     """kill -9 of the embedder (victim 'embedder': the postmaster resets every
-    process) or of the postmaster (victim 'postmaster': restarted here with
-    pg_ctl) once the backfill is under way."""
+    process), of the shared worker's model host (victim 'host': its
+    supervisor starts a new one; the batch in flight fails and is retried) or
+    of the postmaster (victim 'postmaster': restarted here with pg_ctl) once
+    the backfill is under way."""
     table = "source_kill"
     with connect(dsn) as conn:
         conn.execute("ALTER SYSTEM SET inf_ir.background_batch = 64")
@@ -443,7 +445,12 @@ def phase_kill(dsn, rows, rng, errors, victim, pgdata=None, pg_bin=None):
             if time.monotonic() > deadline:
                 sys.exit("FAILED: the embedder never started")
             time.sleep(0.05)
-    if victim == "embedder":
+    if victim == "host":
+        with connect(dsn) as conn:
+            host, = conn.execute("SELECT host_pid FROM inf_ir.worker_status").fetchone()
+        os.kill(host, signal.SIGKILL)
+        print(f"killed the worker's model host (pid {host}) with {done} of {rows} rows embedded")
+    elif victim == "embedder":
         watcher = connect(dsn)
         os.kill(pid[0], signal.SIGKILL)  # the postmaster restarts every process after this
         print(f"killed the embedder (pid {pid[0]}) with {done} of {rows} rows embedded")
@@ -530,6 +537,7 @@ def main():
     phase_switch(dsn, 1000, rng, errors, args.switch_model)
     phase_auto_index(dsn, rng, errors)
     phase_kill(dsn, args.rows, rng, errors, "embedder")
+    phase_kill(dsn, args.rows, rng, errors, "host")
     if args.pgdata:
         phase_kill(dsn, args.rows, rng, errors, "postmaster", args.pgdata, args.pg_bin)
     if errors:
