@@ -51,7 +51,7 @@ def progress(conn):
 
 
 def wait_drained(conn, passages_wanted):
-    # A probe of the queue's index every 50 ms; the passages are counted
+    # A probe of the queue's index every 250 ms; the passages are counted
     # only once the queue is empty (inf_ir.source_progress counts both, which
     # every 50 ms took CPU from the embedder being measured).
     while True:
@@ -59,7 +59,7 @@ def wait_drained(conn, passages_wanted):
                              "USING (corpus_id) WHERE c.name = %s)", (CORPUS,)).fetchone()[0]
         if empty and progress(conn)[1] >= passages_wanted:
             return time.perf_counter()
-        time.sleep(0.05)
+        time.sleep(0.25)
 
 
 def main():

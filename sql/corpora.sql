@@ -45,6 +45,10 @@ CREATE TABLE inf_ir.passages (
 -- Keep embeddings in the row (a long body is moved out of line first); an
 -- out-of-line vector makes every scan fetch it from TOAST.
 ALTER TABLE inf_ir.passages ALTER COLUMN embedding SET STORAGE MAIN;
+-- No statistics on the vectors: ANALYZE would otherwise collect element
+-- statistics of every real[] (384+ elements a row, all rows sampled) that no
+-- plan uses, taking CPU from the embedder on each autoanalyze.
+ALTER TABLE inf_ir.passages ALTER COLUMN embedding SET STATISTICS 0;
 CREATE INDEX passages_pending ON inf_ir.passages (corpus_id, passage_id) WHERE embedding IS NULL;
 -- Counts passages without a current embedding at each search (btree
 -- deduplication keeps one fingerprint per corpus small).

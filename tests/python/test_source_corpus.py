@@ -136,6 +136,21 @@ def phase_burst_and_updates(dsn, rows, rng, errors):
         print(f"{changed} text updates: {after_text - after} re-embedded; {good} of {passages} passages current")
         if after_text - after != changed or good != total:
             errors.append(f"text updates: {after_text - after} re-embedded for {changed}, {good}/{total} current")
+
+        # The embedder reports its writes to the statistics system (as an idle
+        # backend does), so autovacuum sees the passages it writes.
+        deadline = time.monotonic() + WAIT_LIMIT
+        while True:
+            inserted, updated = conn.execute("SELECT n_tup_ins, n_tup_upd FROM pg_stat_all_tables "
+                                             "WHERE relid = 'inf_ir.passages'::regclass").fetchone()
+            if inserted >= rows and updated >= changed:
+                print(f"statistics of inf_ir.passages: {inserted} inserts, {updated} updates")
+                break
+            if time.monotonic() > deadline:
+                errors.append(f"the embedder's writes never reached the statistics: {inserted} inserts, "
+                              f"{updated} updates of inf_ir.passages")
+                break
+            time.sleep(0.2)
         conn.execute(f"DROP TABLE {table} CASCADE")
         conn.execute("SELECT inf_drop_corpus(%s)", (CORPUS,))
 

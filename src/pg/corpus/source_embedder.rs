@@ -246,6 +246,12 @@ pub extern "C-unwind" fn inf_ir_embedder_main(arg: pg_sys::Datum) {
                 }
             }
         }
+        // This pass's writes go to the statistics system, as an idle
+        // backend's do: without it autovacuum would never see the passages
+        // and queue rows this long-lived worker writes and deletes.
+        unsafe {
+            pg_sys::pgstat_report_stat(!progressed);
+        }
         if !progressed {
             nap(gucs::background_naptime());
         } else {
