@@ -95,9 +95,16 @@ def make_corpus(conn, table, rows, rng):
                  (CORPUS, table))
 
 
+def passages_written(conn):
+    """Inserts and updates of inf_ir.passages that the statistics system has."""
+    return conn.execute("SELECT n_tup_ins, n_tup_upd FROM pg_stat_all_tables "
+                        "WHERE relid = 'inf_ir.passages'::regclass").fetchone()
+
+
 def phase_burst_and_updates(dsn, rows, rng, errors):
     table = "source_docs"
     with connect(dsn) as conn:
+        inserted_before, updated_before = passages_written(conn)
         make_corpus(conn, table, rows // 2, rng)
         t0 = time.monotonic()
         with conn.cursor() as cur:  # the burst: one insert per statement, as an application writes
@@ -138,13 +145,14 @@ def phase_burst_and_updates(dsn, rows, rng, errors):
             errors.append(f"text updates: {after_text - after} re-embedded for {changed}, {good}/{total} current")
 
         # The embedder reports its writes to the statistics system (as an idle
-        # backend does), so autovacuum sees the passages it writes.
+        # backend does), so autovacuum sees the passages it writes: only it
+        # inserts passages in this phase.
         deadline = time.monotonic() + WAIT_LIMIT
         while True:
-            inserted, updated = conn.execute("SELECT n_tup_ins, n_tup_upd FROM pg_stat_all_tables "
-                                             "WHERE relid = 'inf_ir.passages'::regclass").fetchone()
+            inserted, updated = passages_written(conn)
+            inserted, updated = inserted - inserted_before, updated - updated_before
             if inserted >= rows and updated >= changed:
-                print(f"statistics of inf_ir.passages: {inserted} inserts, {updated} updates")
+                print(f"statistics of inf_ir.passages since the phase began: {inserted} inserts, {updated} updates")
                 break
             if time.monotonic() > deadline:
                 errors.append(f"the embedder's writes never reached the statistics: {inserted} inserts, "
