@@ -185,12 +185,9 @@ fn run_batch(queue: &Queue, mut jobs: Vec<Job>, batch: BatchOptions, stats: &Sta
     let result = if jobs[0].background {
         embed_yielding(queue, &model, texts, &jobs, batch, stats)
     } else {
-        let started = Instant::now();
-        stats.running.store(jobs.len() as u64, Ordering::Relaxed);
-        let result = model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs });
-        stats.running.store(0, Ordering::Relaxed);
-        Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
-        result
+        busy(stats, jobs.len(), || {
+            model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs })
+        })
     };
     Stats::add(&stats.batches, 1);
     Stats::add(&stats.tokens, tokens as u64);
@@ -212,6 +209,16 @@ fn run_batch(queue: &Queue, mut jobs: Vec<Job>, batch: BatchOptions, stats: &Sta
             }
         }
     }
+}
+
+/// One model call, counted in the host's running jobs and busy time.
+fn busy(stats: &Stats, jobs: usize, call: impl FnOnce() -> Reply) -> Reply {
+    let started = Instant::now();
+    stats.running.store(jobs as u64, Ordering::Relaxed);
+    let result = call();
+    stats.running.store(0, Ordering::Relaxed);
+    Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+    result
 }
 
 /// A background batch in the pieces the model would cut it into anyway
@@ -244,11 +251,9 @@ fn embed_yielding(
             .iter()
             .map(|&i| texts[i].take().expect("each text in one piece"))
             .collect();
-        let started = Instant::now();
-        stats.running.store(jobs.len() as u64, Ordering::Relaxed);
-        let vectors = model.embed_tokenized(&piece_texts, batch, &interrupt);
-        stats.running.store(0, Ordering::Relaxed);
-        Stats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        let vectors = busy(stats, jobs.len(), || {
+            model.embed_tokenized(&piece_texts, batch, &interrupt)
+        });
         for (i, v) in piece.into_iter().zip(vectors?) {
             result[i] = v;
         }
