@@ -182,6 +182,7 @@ def main():
     conn.execute("SET client_min_messages = warning")
     conn.execute("CREATE EXTENSION inf_ir")
     conn.execute(f"SET inf_ir.threads = {THREADS}")
+    conn.execute("SET inf_ir.batch_tokens = 8192")  # ROWS_PER_RUN's batch shape
     tmp = os.path.join("/tmp", f"inf_ir_decoder_bench_{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
     results = {"tokens": TOKENS, "threads": THREADS, "cpu": cpu_name(), "models": []}

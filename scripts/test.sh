@@ -28,6 +28,11 @@ stop_cluster "$TEST_CLUSTER"
 rm -rf "$TEST_CLUSTER"
 make_fixtures
 start_cluster "$TEST_CLUSTER" "$TEST_PORT"
+# The suites keep both cores busy with clients on purpose (searches during a
+# model switch, writers during a backfill): at the default 10 s each
+# background piece would wait that long. The giving way itself is tested in
+# tests/worker_host.rs.
+echo "inf_ir.background_yield = 250ms" >> "$TEST_CLUSTER/postgresql.conf"
 trap 'stop_cluster "$TEST_CLUSTER"; stop_llm_server' EXIT
 
 run_pg_regress() {

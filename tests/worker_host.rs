@@ -41,6 +41,9 @@ fn socket() -> &'static PathBuf {
             threads: 2,
             batch: BatchOptions::default(),
             batch_wait: Duration::from_millis(2),
+            // Background pieces give way to other processes (the test that
+            // runs CPU hogs), not to this process's own test threads.
+            background_yield: Duration::from_secs(3),
             max_models: 2,
             supervisor_pid: 0,
             host_starts: 1,
@@ -224,6 +227,62 @@ fn an_interactive_request_goes_between_the_pieces_of_a_background_one() {
         "the interactive request took {quick_after:?}, the background one {background_after:?}: it waited for the whole of it"
     );
     // The same vectors as one interactive request of the same texts.
+    let Response::Vectors(expected) = call(&embed_request(&model, texts)) else {
+        panic!()
+    };
+    assert_eq!(from_background, expected);
+}
+
+/// Processes that each keep a core busy until dropped.
+struct CpuHogs(Vec<std::process::Child>);
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
+#[test]
+fn a_background_request_gives_way_while_other_processes_want_the_cores() {
+    let Some(model) = model_ref() else { return };
+    if !std::path::Path::new("/proc/stat").exists() {
+        eprintln!("skipped: no /proc/stat to see other processes' CPU by");
+        return;
+    }
+    // Texts of about 100 tokens: several pieces of 2,048.
+    let texts: Vec<OwnedInput> = (0..60)
+        .map(|i| OwnedInput::Passage(format!("passage {i} {}", "word ".repeat(90 + i % 7))))
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs = CpuHogs(
+        (0..cores)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("start a CPU hog")
+            })
+            .collect(),
+    );
+    let before = status();
+    let Response::Vectors(from_background) = call(&Request::Embed(EmbedRequest {
+        model: model.clone(),
+        inputs: texts.clone(),
+        background: true,
+    })) else {
+        panic!()
+    };
+    let after = status();
+    drop(hogs);
+    // Each piece after the first saw the hogs take CPU while it ran.
+    assert!(
+        after.background_wait_seconds > before.background_wait_seconds,
+        "no background piece waited while {cores} other processes kept the cores busy"
+    );
+    // Waiting changes when, not what: the vectors of an interactive request.
     let Response::Vectors(expected) = call(&embed_request(&model, texts)) else {
         panic!()
     };

@@ -9,7 +9,7 @@ static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CS
 static SERVER_MODELS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(8192);
+static BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(2048);
 static INFERENCE: GucSetting<Inference> = GucSetting::<Inference>::new(Inference::Auto);
 static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static WORKER_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(4);
@@ -23,6 +23,7 @@ static ONNXRUNTIME_CUDA: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SEARCH_DEVICE: GucSetting<EmbedDevice> = GucSetting::<EmbedDevice>::new(EmbedDevice::Auto);
 static BACKGROUND_BATCH: GucSetting<i32> = GucSetting::<i32>::new(256);
 static BACKGROUND_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static BACKGROUND_YIELD_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static BACKGROUND_INDEX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 /// Where the shared worker embeds (inf_ir.embed_device), or where inf_ivf
@@ -244,6 +245,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"inf_ir.background_yield",
+        c"How long a piece of background embedding waits, at most, while the rest of the machine wants the cores it would take.",
+        c"The shared worker's background pieces use CPU the application does not want; 0 never waits. Read when the model host starts.",
+        &BACKGROUND_YIELD_MS,
+        0,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"inf_ir".as_ptr());
     }
@@ -296,6 +307,10 @@ pub fn batch_options() -> crate::engine::BatchOptions {
 
 pub fn inference() -> Inference {
     INFERENCE.get()
+}
+
+pub fn background_yield() -> std::time::Duration {
+    std::time::Duration::from_millis(BACKGROUND_YIELD_MS.get().max(0) as u64)
 }
 
 pub fn worker_batch_wait() -> std::time::Duration {

@@ -4,6 +4,7 @@
 //! grow with load without a fixed wait; `batch_wait` adds a short wait for
 //! company when other sessions are connected.
 
+use super::background_yield::BackgroundYield;
 use super::models::HostModel;
 use super::stats::Stats;
 use crate::engine::embed::batching::plan_batches;
@@ -168,22 +169,22 @@ impl Interrupt for BatchInterrupt<'_> {
 }
 
 /// The batcher thread's loop: forever take a batch, run it, answer each job.
-pub fn run_forever(queue: &Queue, batch: BatchOptions, wait: Duration, stats: &Stats) -> ! {
+pub fn run_forever(queue: &Queue, batch: BatchOptions, wait: Duration, give_way: &BackgroundYield, stats: &Stats) -> ! {
     loop {
         let jobs = queue.next_batch(batch, wait, stats);
         if !jobs.is_empty() {
-            run_batch(queue, jobs, batch, stats);
+            run_batch(queue, jobs, batch, give_way, stats);
         }
     }
 }
 
-fn run_batch(queue: &Queue, mut jobs: Vec<Job>, batch: BatchOptions, stats: &Stats) {
+fn run_batch(queue: &Queue, mut jobs: Vec<Job>, batch: BatchOptions, give_way: &BackgroundYield, stats: &Stats) {
     let model = jobs[0].model.clone();
     let counts: Vec<usize> = jobs.iter().map(|j| j.texts.len()).collect();
     let texts: Vec<TokenizedText> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.texts)).collect();
     let tokens: usize = texts.iter().map(TokenizedText::len).sum();
     let result = if jobs[0].background {
-        embed_yielding(queue, &model, texts, &jobs, batch, stats)
+        embed_yielding(queue, &model, texts, &jobs, batch, give_way, stats)
     } else {
         busy(stats, jobs.len(), || {
             model.embed_tokenized(&texts, batch, &BatchInterrupt { jobs: &jobs })
@@ -221,38 +222,54 @@ fn busy(stats: &Stats, jobs: usize, call: impl FnOnce() -> Reply) -> Reply {
     result
 }
 
-/// A background batch in the pieces the model would cut it into anyway
-/// (the same plan, so no more padding than one call), running the
-/// interactive batches that arrived before each piece: an interactive
-/// request waits for one piece at most, whatever the background request's
-/// size.
+/// Padded tokens per background piece, at most (the default of
+/// `inf_ir.batch_tokens`, so that a larger setting does not lengthen
+/// them): a piece is what an interactive request or the application's
+/// own work may have to wait for (about 0.5 s for all-MiniLM-L6-v2 on two
+/// cores).
+const BACKGROUND_PIECE_TOKENS: usize = 2048;
+
+/// A background batch in pieces cut by the model's own plan (sorted by
+/// length, so no more padding than one call), under a smaller budget. Before
+/// each piece: the interactive batches that arrived (an interactive request
+/// waits for one piece at most, whatever the background request's size),
+/// then a wait while the rest of the machine wants the cores (`give_way`).
 fn embed_yielding(
     queue: &Queue,
     model: &HostModel,
     texts: Vec<TokenizedText>,
     jobs: &[Job],
     batch: BatchOptions,
+    give_way: &BackgroundYield,
     stats: &Stats,
 ) -> Reply {
     let lengths: Vec<usize> = texts.iter().map(TokenizedText::len).collect();
     let mut texts: Vec<Option<TokenizedText>> = texts.into_iter().map(Some).collect();
     let mut result: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
     let interrupt = BatchInterrupt { jobs };
-    for piece in plan_batches(&lengths, batch.token_budget, batch.max_rows) {
+    let run_interactive = || {
         loop {
             let waiting = queue.waiting_interactive(batch, stats);
             if waiting.is_empty() {
                 break;
             }
-            run_batch(queue, waiting, batch, stats);
+            run_batch(queue, waiting, batch, give_way, stats);
         }
-        interrupt.checkpoint()?;
+        interrupt.checkpoint()
+    };
+    let piece_budget = batch.token_budget.min(BACKGROUND_PIECE_TOKENS);
+    for piece in plan_batches(&lengths, piece_budget, batch.max_rows) {
+        run_interactive()?;
+        let waited = give_way.wait_for_cores(run_interactive)?;
+        Stats::add(&stats.background_wait_nanos, waited.as_nanos() as u64);
         let piece_texts: Vec<TokenizedText> = piece
             .iter()
             .map(|&i| texts[i].take().expect("each text in one piece"))
             .collect();
-        let vectors = busy(stats, jobs.len(), || {
-            model.embed_tokenized(&piece_texts, batch, &interrupt)
+        let vectors = give_way.piece(|| {
+            busy(stats, jobs.len(), || {
+                model.embed_tokenized(&piece_texts, batch, &interrupt)
+            })
         });
         for (i, v) in piece.into_iter().zip(vectors?) {
             result[i] = v;

@@ -14,6 +14,11 @@ use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// A GPU call pays a launch per kernel: batches of at least the 8,192 tokens
+/// this path was written for, whatever the CPU's cache-sized
+/// `inf_ir.batch_tokens` default (2,048).
+const GPU_MIN_TOKEN_BUDGET: usize = 8192;
+
 pub struct GpuCopy {
     encoder: Mutex<GpuEncoder>,
     pub description: String,
@@ -82,7 +87,8 @@ impl GpuCopy {
             .map(|why| format!("the GPU failed: {why}"))
     }
 
-    /// Embed in token-budget batches, as ONNX Runtime does on the CPU.
+    /// Embed in token-budget batches, as ONNX Runtime does on the CPU, but
+    /// never smaller than `GPU_MIN_TOKEN_BUDGET`.
     pub fn embed(
         &self,
         texts: &[TokenizedText],
@@ -92,7 +98,8 @@ impl GpuCopy {
         let lengths: Vec<usize> = texts.iter().map(TokenizedText::len).collect();
         let mut out = vec![Vec::new(); texts.len()];
         let mut encoder = self.encoder.lock();
-        for indices in plan_batches(&lengths, batch.token_budget, batch.max_rows) {
+        let budget = batch.token_budget.max(GPU_MIN_TOKEN_BUDGET);
+        for indices in plan_batches(&lengths, budget, batch.max_rows) {
             interrupt.checkpoint()?;
             let group: Vec<&TokenizedText> = indices.iter().map(|&i| &texts[i]).collect();
             for (i, v) in indices.into_iter().zip(encoder.embed(&group)?) {

@@ -4,6 +4,7 @@
 //! of its own, detached from shared memory, so a crash here cannot take the
 //! server down.
 
+use super::background_yield::BackgroundYield;
 use super::batcher::{self, Job, Queue, Reply};
 use super::models::ModelStore;
 use super::protocol::{self, EmbedRequest, Request, Response, WorkerStatus};
@@ -25,6 +26,9 @@ pub struct HostSettings {
     pub batch: BatchOptions,
     /// How long a request waits for others to join its batch (0: never).
     pub batch_wait: Duration,
+    /// inf_ir.background_yield: the longest a background piece waits for
+    /// cores the rest of the machine wants (zero: never).
+    pub background_yield: Duration,
     pub max_models: usize,
     pub supervisor_pid: i32,
     /// 1 for the first host since the server started, 2 after one restart...
@@ -94,12 +98,16 @@ pub fn serve(listener: UnixListener, settings: HostSettings) -> std::io::Error {
         .name("inf_ir batcher".into())
         .spawn(move || {
             let s = &batcher;
-            batcher::run_forever(&s.queue, s.settings.batch, s.settings.batch_wait, &s.stats)
+            let give_way = BackgroundYield::new(s.settings.background_yield, s.settings.threads);
+            batcher::run_forever(&s.queue, s.settings.batch, s.settings.batch_wait, &give_way, &s.stats)
         })
         .expect("spawn the batcher thread");
     log(&format!(
-        "model host ready ({} threads, batch_tokens {}, batch_wait {:?})",
-        shared.settings.threads, shared.settings.batch.token_budget, shared.settings.batch_wait
+        "model host ready ({} threads, batch_tokens {}, batch_wait {:?}, background_yield {:?})",
+        shared.settings.threads,
+        shared.settings.batch.token_budget,
+        shared.settings.batch_wait,
+        shared.settings.background_yield
     ));
     loop {
         match listener.accept() {
@@ -242,6 +250,7 @@ fn status(shared: &Shared) -> WorkerStatus {
         busy_seconds: Stats::get(&s.busy_nanos) as f64 / 1e9,
         errors: Stats::get(&s.errors),
         dropped: Stats::get(&s.dropped),
+        background_wait_seconds: Stats::get(&s.background_wait_nanos) as f64 / 1e9,
         models: shared.store.status(),
         embed_device: shared.store.device_summary(),
         search_device: shared

@@ -6,13 +6,17 @@
 //! side of one connection), `host` (accepts connections, one thread each),
 //! `models` (the host's loaded models; `gpu_copy` their copies on a CUDA
 //! device), `batcher` (merges queued requests
-//! into batches under a token budget), `stats` (what the status view shows),
+//! into batches under a token budget; background ones in pieces that give
+//! way to the machine's other work: `background_yield`, `cpu_share`),
+//! `stats` (what the status view shows),
 //! `search_copies` (inf_ivf indexes copied to the GPU for exact search;
 //! their frames in `copy_protocol`).
 
+pub mod background_yield;
 pub mod batcher;
 pub mod client;
 pub mod copy_protocol;
+pub mod cpu_share;
 pub mod gpu_copy;
 pub mod host;
 pub mod models;

@@ -113,6 +113,9 @@ pub struct WorkerStatus {
     pub busy_seconds: f64,
     pub errors: u64,
     pub dropped: u64,
+    /// How long background pieces waited for cores others wanted.
+    #[serde(default)]
+    pub background_wait_seconds: f64,
     pub models: Vec<LoadedModelStatus>,
     /// inf_ir.embed_device and what the probe found.
     #[serde(default)]

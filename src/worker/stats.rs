@@ -14,6 +14,8 @@ pub struct Stats {
     /// Merged runs: one batch may serve requests from several sessions.
     pub batches: AtomicU64,
     pub busy_nanos: AtomicU64,
+    /// Time background pieces waited for the cores others wanted.
+    pub background_wait_nanos: AtomicU64,
     pub errors: AtomicU64,
     /// Requests whose backend went away (cancel, timeout, exit) before their answer.
     pub dropped: AtomicU64,

@@ -65,9 +65,12 @@ pub struct BatchOptions {
 }
 
 impl Default for BatchOptions {
+    /// 2,048 tokens: all-MiniLM-L6-v2 on two cores embedded 44-48 texts/s
+    /// with 256 to 2,048, 36-37 with 4,096 and 30-32 with 8,192 (batches
+    /// larger than the CPU's caches; BENCHMARKS.md).
     fn default() -> Self {
         BatchOptions {
-            token_budget: 8192,
+            token_budget: 2048,
             max_rows: 256,
         }
     }

@@ -136,6 +136,7 @@ fn start_host(listener: &UnixListener, starts: u64) -> Option<libc::pid_t> {
         threads: gucs::threads(),
         batch: gucs::batch_options(),
         batch_wait: gucs::worker_batch_wait(),
+        background_yield: gucs::background_yield(),
         max_models: gucs::worker_max_models(),
         supervisor_pid: std::process::id() as i32,
         host_starts: starts,

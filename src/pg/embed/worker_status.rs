@@ -34,6 +34,7 @@ type StatusRow = (
     Option<f64>,
     Option<i64>,
     Option<i64>,
+    Option<f64>,
     Vec<String>,
     Option<String>,
     Vec<String>,
@@ -64,6 +65,7 @@ fn row(mode: Mode, state: String, worker: Option<WorkerStatus>, local_models: Ve
             .map(|s| s.tokens as f64 / s.busy_seconds),
         count(|s| s.errors),
         count(|s| s.dropped),
+        w.map(|s| s.background_wait_seconds),
         match &worker {
             Some(s) => s.models.iter().map(|m| m.name.clone()).collect(),
             None => local_models.clone(),
@@ -106,6 +108,7 @@ fn inf_worker_status() -> TableIterator<
         name!(tokens_per_second, Option<f64>),
         name!(errors, Option<i64>),
         name!(dropped, Option<i64>),
+        name!(background_wait_seconds, Option<f64>),
         name!(models, Vec<String>),
         name!(embed_device, Option<String>),
         name!(model_devices, Vec<String>),
