@@ -2,10 +2,10 @@
 # A corpus that follows a table, on a throwaway server with inf_ir preloaded:
 # a burst of single-row inserts embedded by the background embedder (lag and
 # rate, against inf_embed_many on the same texts before and after it; the
-# burst's insert rate against the same burst into a plain table), the
-# inserts' own cost with and without a corpus, metadata updates (no
-# re-embedding) and text
-# updates (one re-embedding each). Texts: TREC DL19 and MS MARCO sample
+# burst's insert rate against the same burst into a plain table before it and
+# after the embedder is done), the inserts' own cost with and without a
+# corpus, metadata updates (no re-embedding) and text updates (one
+# re-embedding each). Texts: TREC DL19 and MS MARCO sample
 # passages from ../shared/data, cycled to the number of rows.
 # Usage: benches/source_corpus.sh [rows, default 10000] [results.json]
 set -euo pipefail
