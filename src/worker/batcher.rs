@@ -222,13 +222,6 @@ fn busy(stats: &Stats, jobs: usize, call: impl FnOnce() -> Reply) -> Reply {
     result
 }
 
-/// Padded tokens per background piece, at most (the default of
-/// `inf_ir.batch_tokens`, so that a larger setting does not lengthen
-/// them): a piece is what an interactive request or the application's
-/// own work may have to wait for (about 0.5 s for all-MiniLM-L6-v2 on two
-/// cores).
-const BACKGROUND_PIECE_TOKENS: usize = 2048;
-
 /// A background batch in pieces cut by the model's own plan (sorted by
 /// length, so no more padding than one call), under a smaller budget. Before
 /// each piece: the interactive batches that arrived (an interactive request
@@ -257,7 +250,10 @@ fn embed_yielding(
         }
         interrupt.checkpoint()
     };
-    let piece_budget = batch.token_budget.min(BACKGROUND_PIECE_TOKENS);
+    // At most the default budget, whatever `inf_ir.batch_tokens` says: a
+    // piece is what an interactive request or the application's own work
+    // may wait for (about 0.5 s for all-MiniLM-L6-v2 on two cores).
+    let piece_budget = batch.token_budget.min(BatchOptions::default().token_budget);
     for piece in plan_batches(&lengths, piece_budget, batch.max_rows) {
         run_interactive()?;
         let waited = give_way.wait_for_cores(run_interactive)?;

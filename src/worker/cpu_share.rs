@@ -25,6 +25,13 @@ pub struct CpuTimes {
     at: Instant,
 }
 
+impl CpuTimes {
+    /// How long ago this reading was taken.
+    pub fn age(&self) -> std::time::Duration {
+        self.at.elapsed()
+    }
+}
+
 /// The busy ticks of /proc/stat's "cpu" line (user, nice, system, irq,
 /// softirq, steal; not idle or iowait) and the number of CPUs listed.
 pub fn parse_machine(proc_stat: &str) -> Option<(u64, usize)> {
@@ -81,13 +88,6 @@ pub fn others_want_our_cores(others: f64, cpus: usize, threads: usize) -> bool {
 pub struct CpuMeter {
     cpus: usize,
     ticks_per_second: f64,
-}
-
-impl CpuTimes {
-    /// How long ago this reading was taken.
-    pub fn age(&self) -> std::time::Duration {
-        self.at.elapsed()
-    }
 }
 
 impl CpuMeter {
